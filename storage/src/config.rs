@@ -1,0 +1,670 @@
+//! Engram's typed configuration: read once from the process environment, an optional `.env`
+//! file and an optional `engram.toml`, validated, and passed down. The loader works on a map,
+//! so tests never touch the process environment.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use url::Url;
+
+/// Every key Engram reads, with what it is for. `engram.toml` may hold only these keys.
+pub const KNOWN_KEYS: &[(&str, &str)] = &[
+    ("ENGRAM_DATA_DIR", "where runtime data lives (SQLite file, blobs, repos, indexes)"),
+    ("ENGRAM_BIND", "address the HTTP server listens on"),
+    ("DATABASE_URL", "postgres:// URL for the scale-out database; unset = SQLite in the data dir"),
+    ("REDIS_URL", "redis:// URL for the job queue and event bus; unset = in-process"),
+    ("S3_BUCKET", "S3 bucket for blobs; unset = files in the data dir"),
+    ("S3_PREFIX", "key prefix inside the bucket"),
+    ("S3_ENDPOINT_URL", "S3-compatible endpoint (path-style addressing)"),
+    ("AWS_ACCESS_KEY_ID", "S3 access key; unset = the AWS default credential chain"),
+    ("AWS_SECRET_ACCESS_KEY", "S3 secret key"),
+    ("AWS_REGION", "S3 region"),
+    ("JWT_SECRET", "HS256 secret for access tokens; unset = generated once into the data dir"),
+    ("API_KEY", "static admin API key accepted as a Bearer token"),
+    ("SSO_ENABLED", "trust SSO gateway headers from trusted proxies"),
+    ("OPENROUTER_API_KEY", "OpenRouter key for LLM calls; unset = rule-based stand-ins"),
+    ("OPENAI_API_KEY", "OpenAI key for LLM and embedding calls"),
+    ("REPO_CACHE_DIR", "working copies of git memory repos"),
+    ("MAX_REPO_SIZE_MB", "largest git memory repo accepted"),
+    ("SYNC_INTERVAL_MINUTES", "how often git memory repos sync with their remote"),
+    ("ENGRAM_MODEL_DIR", "files of the all-MiniLM-L6-v2 embedding model"),
+    ("ENGRAM_CORS_ORIGINS", "comma-separated allowed origins, or *; unset = no CORS"),
+    ("ENGRAM_BODY_LIMIT_MB", "largest request body accepted"),
+    ("ENGRAM_REQUEST_TIMEOUT_SECS", "longest a request may take before 408"),
+    ("LOG_LEVEL", "trace, debug, info, warn, error, or a tracing filter directive"),
+    ("LOG_FORMAT", "text (human-readable) or json (one JSON object per line)"),
+];
+
+/// Where a configuration value came from, shown by `engram-api config`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Env,
+    DotEnv,
+    Toml,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Origin::Env => "environment",
+            Origin::DotEnv => ".env",
+            Origin::Toml => "engram.toml",
+        })
+    }
+}
+
+/// The raw key/value pairs from every source, highest precedence first applied.
+#[derive(Debug, Clone, Default)]
+pub struct RawConfig {
+    values: BTreeMap<String, (String, Origin)>,
+}
+
+impl RawConfig {
+    /// Layers sources: the environment beats `.env`, which beats `engram.toml`.
+    pub fn layered(
+        env: impl IntoIterator<Item = (String, String)>,
+        dotenv: impl IntoIterator<Item = (String, String)>,
+        toml: impl IntoIterator<Item = (String, String)>,
+    ) -> Self {
+        let mut values = BTreeMap::new();
+        for (origin, source) in [
+            (Origin::Toml, toml.into_iter().collect::<Vec<_>>()),
+            (Origin::DotEnv, dotenv.into_iter().collect()),
+            (Origin::Env, env.into_iter().collect()),
+        ] {
+            for (key, value) in source {
+                values.insert(key, (value, origin));
+            }
+        }
+        Self { values }
+    }
+
+    /// Reads the process environment, `./.env` and `engram.toml` (or `$ENGRAM_CONFIG`).
+    pub fn from_process() -> Result<Self, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let dotenv = read_dotenv(Path::new(".env"))?;
+        let toml_path = env
+            .iter()
+            .find(|(k, _)| k == "ENGRAM_CONFIG")
+            .map(|(_, v)| PathBuf::from(v));
+        let toml = match &toml_path {
+            Some(path) => read_toml(path, true)?,
+            None => read_toml(Path::new("engram.toml"), false)?,
+        };
+        Ok(Self::layered(env, dotenv, toml))
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.values
+            .get(key)
+            .map(|(v, _)| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    pub fn origin(&self, key: &str) -> Option<Origin> {
+        self.values.get(key).map(|(_, o)| *o)
+    }
+}
+
+fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let iter = dotenvy::from_path_iter(path)
+        .map_err(|e| ConfigError::new(".env", format!("cannot read {}: {e}", path.display())))?;
+    iter.map(|item| item.map_err(|e| ConfigError::new(".env", format!("{e}; fix the line"))))
+        .collect()
+}
+
+fn read_toml(path: &Path, required: bool) -> Result<Vec<(String, String)>, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(ConfigError::new(
+                "ENGRAM_CONFIG",
+                format!("cannot read {}: {e}", path.display()),
+            ));
+        }
+    };
+    parse_toml(&text)
+}
+
+/// `engram.toml` is a flat table using the same names as the environment variables.
+fn parse_toml(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        ConfigError::new("engram.toml", format!("{}; fix the syntax", e.message()))
+    })?;
+    let mut out = Vec::new();
+    for (key, value) in table {
+        if !KNOWN_KEYS.iter().any(|(k, _)| *k == key) {
+            return Err(ConfigError::new(
+                "engram.toml",
+                format!("unknown key {key}; use one of the names listed by `engram-api config`"),
+            ));
+        }
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            _ => {
+                return Err(ConfigError::new(
+                    "engram.toml",
+                    format!("{key} must be a string, number or boolean"),
+                ));
+            }
+        };
+        out.push((key, value));
+    }
+    Ok(out)
+}
+
+/// A configuration value that is wrong, naming the variable and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A value that must never reach a log line or an error body.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(****)")
+    }
+}
+
+/// A connection URL whose password is masked when shown.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConnectionUrl(Url);
+
+impl ConnectionUrl {
+    pub fn expose(&self) -> &str {
+        self.0.as_str()
+    }
+
+    pub fn masked(&self) -> String {
+        let mut url = self.0.clone();
+        if url.password().is_some() {
+            let _ = url.set_password(Some("****"));
+        }
+        url.to_string()
+    }
+}
+
+impl fmt::Debug for ConnectionUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConnectionUrl({})", self.masked())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseConfig {
+    /// The embedded default: one SQLite file.
+    Sqlite { path: PathBuf },
+    /// The scale-out database.
+    Postgres { url: ConnectionUrl },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Normalised: empty, or ending with `/`.
+    pub prefix: String,
+    pub endpoint_url: Option<String>,
+    pub region: String,
+    pub credentials: Option<(String, Secret)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    None,
+    Any,
+    List(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub bind: SocketAddr,
+    pub database: DatabaseConfig,
+    pub redis_url: Option<ConnectionUrl>,
+    pub s3: Option<S3Config>,
+    pub jwt_secret: Option<Secret>,
+    pub api_key: Option<Secret>,
+    pub sso_enabled: bool,
+    pub openrouter_api_key: Option<Secret>,
+    pub openai_api_key: Option<Secret>,
+    pub repo_cache_dir: PathBuf,
+    pub max_repo_size_mb: u64,
+    pub sync_interval_minutes: u64,
+    pub model_dir: PathBuf,
+    pub cors_origins: CorsOrigins,
+    pub body_limit_bytes: usize,
+    pub request_timeout: Duration,
+    pub log_level: String,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Reads and validates every source of the running process.
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::from_raw(&RawConfig::from_process()?)
+    }
+
+    pub fn from_raw(raw: &RawConfig) -> Result<Self, ConfigError> {
+        let data_dir = PathBuf::from(raw.get("ENGRAM_DATA_DIR").unwrap_or("./data"));
+        let bind = parse_with(raw, "ENGRAM_BIND", "127.0.0.1:8000", |v| {
+            v.parse::<SocketAddr>().ok()
+        }, "set it to host:port such as 127.0.0.1:8000")?;
+        let database = match raw.get("DATABASE_URL") {
+            None => DatabaseConfig::Sqlite {
+                path: data_dir.join("engram.db"),
+            },
+            Some(value) => parse_database_url(value)?,
+        };
+        let redis_url = raw
+            .get("REDIS_URL")
+            .map(|v| {
+                parse_url(v, "REDIS_URL", &["redis", "rediss"], "redis://host:6379")
+            })
+            .transpose()?;
+        let s3 = parse_s3(raw)?;
+        let repo_cache_dir = raw
+            .get("REPO_CACHE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| data_dir.join("repos"));
+        let model_dir = raw
+            .get("ENGRAM_MODEL_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| data_dir.join("models").join("all-MiniLM-L6-v2"));
+        let body_limit_mb: u64 = parse_number(raw, "ENGRAM_BODY_LIMIT_MB", 16, 1, 4096)?;
+        let timeout_secs: u64 = parse_number(raw, "ENGRAM_REQUEST_TIMEOUT_SECS", 30, 1, 3600)?;
+        let log_format = match raw.get("LOG_FORMAT").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "LOG_FORMAT",
+                    format!("{other:?} is not a log format; set it to text or json"),
+                ));
+            }
+        };
+        Ok(Self {
+            bind,
+            database,
+            redis_url,
+            s3,
+            jwt_secret: raw.get("JWT_SECRET").map(Secret::new),
+            api_key: raw.get("API_KEY").map(Secret::new),
+            sso_enabled: parse_bool(raw, "SSO_ENABLED", false)?,
+            openrouter_api_key: raw.get("OPENROUTER_API_KEY").map(Secret::new),
+            openai_api_key: raw.get("OPENAI_API_KEY").map(Secret::new),
+            repo_cache_dir,
+            max_repo_size_mb: parse_number(raw, "MAX_REPO_SIZE_MB", 500, 1, 1_000_000)?,
+            sync_interval_minutes: parse_number(raw, "SYNC_INTERVAL_MINUTES", 5, 1, 10_080)?,
+            model_dir,
+            cors_origins: parse_cors(raw.get("ENGRAM_CORS_ORIGINS")),
+            body_limit_bytes: usize::try_from(body_limit_mb * 1024 * 1024).unwrap_or(usize::MAX),
+            request_timeout: Duration::from_secs(timeout_secs),
+            log_level: raw.get("LOG_LEVEL").unwrap_or("info").to_string(),
+            log_format,
+            data_dir,
+        })
+    }
+
+    /// The effective configuration as `KEY = value  # origin` lines, secrets masked.
+    pub fn describe(&self, raw: &RawConfig) -> Vec<(String, String, String)> {
+        let masked = |s: &Option<Secret>| s.as_ref().map(|_| "****".to_string());
+        let (s3_key, s3_secret) = match self.s3.as_ref().and_then(|s| s.credentials.as_ref()) {
+            Some((key, _)) => (Some(key.clone()), Some("****".to_string())),
+            None => (None, None),
+        };
+        let database = match &self.database {
+            DatabaseConfig::Sqlite { path } => format!("(unset: SQLite at {})", path.display()),
+            DatabaseConfig::Postgres { url } => url.masked(),
+        };
+        let jwt = match &self.jwt_secret {
+            Some(_) => "****".to_string(),
+            None => format!(
+                "(unset: generated into {})",
+                self.data_dir.join(JWT_SECRET_FILE).display()
+            ),
+        };
+        let values: Vec<(&str, Option<String>)> = vec![
+            ("ENGRAM_DATA_DIR", Some(self.data_dir.display().to_string())),
+            ("ENGRAM_BIND", Some(self.bind.to_string())),
+            ("DATABASE_URL", Some(database)),
+            ("REDIS_URL", self.redis_url.as_ref().map(ConnectionUrl::masked)),
+            ("S3_BUCKET", self.s3.as_ref().map(|s| s.bucket.clone())),
+            ("S3_PREFIX", self.s3.as_ref().map(|s| s.prefix.clone())),
+            ("S3_ENDPOINT_URL", self.s3.as_ref().and_then(|s| s.endpoint_url.clone())),
+            ("AWS_ACCESS_KEY_ID", s3_key),
+            ("AWS_SECRET_ACCESS_KEY", s3_secret),
+            ("AWS_REGION", self.s3.as_ref().map(|s| s.region.clone())),
+            ("JWT_SECRET", Some(jwt)),
+            ("API_KEY", masked(&self.api_key)),
+            ("SSO_ENABLED", Some(self.sso_enabled.to_string())),
+            ("OPENROUTER_API_KEY", masked(&self.openrouter_api_key)),
+            ("OPENAI_API_KEY", masked(&self.openai_api_key)),
+            ("REPO_CACHE_DIR", Some(self.repo_cache_dir.display().to_string())),
+            ("MAX_REPO_SIZE_MB", Some(self.max_repo_size_mb.to_string())),
+            ("SYNC_INTERVAL_MINUTES", Some(self.sync_interval_minutes.to_string())),
+            ("ENGRAM_MODEL_DIR", Some(self.model_dir.display().to_string())),
+            ("ENGRAM_CORS_ORIGINS", Some(match &self.cors_origins {
+                CorsOrigins::None => "(unset: no CORS)".to_string(),
+                CorsOrigins::Any => "*".to_string(),
+                CorsOrigins::List(list) => list.join(","),
+            })),
+            ("ENGRAM_BODY_LIMIT_MB", Some((self.body_limit_bytes / (1024 * 1024)).to_string())),
+            ("ENGRAM_REQUEST_TIMEOUT_SECS", Some(self.request_timeout.as_secs().to_string())),
+            ("LOG_LEVEL", Some(self.log_level.clone())),
+            ("LOG_FORMAT", Some(match self.log_format {
+                LogFormat::Text => "text".to_string(),
+                LogFormat::Json => "json".to_string(),
+            })),
+        ];
+        values
+            .into_iter()
+            .map(|(key, value)| {
+                let origin = raw
+                    .origin(key)
+                    .map(|o| o.to_string())
+                    .unwrap_or_else(|| "default".to_string());
+                (key.to_string(), value.unwrap_or_else(|| "(unset)".into()), origin)
+            })
+            .collect()
+    }
+
+    /// Backend names for logs, `/health` and the dashboard.
+    pub fn backend_summary(&self) -> String {
+        let db = match self.database {
+            DatabaseConfig::Sqlite { .. } => "sqlite",
+            DatabaseConfig::Postgres { .. } => "postgres",
+        };
+        let blobs = if self.s3.is_some() { "s3" } else { "filesystem" };
+        let bus = if self.redis_url.is_some() { "redis" } else { "in-process" };
+        format!("database={db} blob_store={blobs} event_bus={bus}")
+    }
+}
+
+/// File in the data dir holding the generated JWT secret when `JWT_SECRET` is unset.
+pub const JWT_SECRET_FILE: &str = "jwt_secret";
+
+fn parse_with<T>(
+    raw: &RawConfig,
+    key: &str,
+    default: &str,
+    parse: impl Fn(&str) -> Option<T>,
+    fix: &str,
+) -> Result<T, ConfigError> {
+    let value = raw.get(key).unwrap_or(default);
+    parse(value).ok_or_else(|| ConfigError::new(key, format!("{value:?} is not valid; {fix}")))
+}
+
+fn parse_number(
+    raw: &RawConfig,
+    key: &str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let Some(value) = raw.get(key) else {
+        return Ok(default);
+    };
+    match value.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(ConfigError::new(
+            key,
+            format!("{value:?} is not a whole number from {min} to {max}; set one (default {default})"),
+        )),
+    }
+}
+
+fn parse_bool(raw: &RawConfig, key: &str, default: bool) -> Result<bool, ConfigError> {
+    match raw.get(key).map(str::to_ascii_lowercase).as_deref() {
+        None => Ok(default),
+        Some("true" | "1" | "yes" | "on") => Ok(true),
+        Some("false" | "0" | "no" | "off") => Ok(false),
+        Some(other) => Err(ConfigError::new(
+            key,
+            format!("{other:?} is not a boolean; set it to true or false"),
+        )),
+    }
+}
+
+fn parse_url(
+    value: &str,
+    key: &str,
+    schemes: &[&str],
+    example: &str,
+) -> Result<ConnectionUrl, ConfigError> {
+    let url = Url::parse(value).map_err(|e| {
+        ConfigError::new(key, format!("is not a URL ({e}); set it like {example}"))
+    })?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "scheme {:?} is not supported; use {} (like {example})",
+                url.scheme(),
+                schemes.join(" or ")
+            ),
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(ConfigError::new(key, format!("has no host; set it like {example}")));
+    }
+    Ok(ConnectionUrl(url))
+}
+
+fn parse_database_url(value: &str) -> Result<DatabaseConfig, ConfigError> {
+    if let Some(path) = value
+        .strip_prefix("sqlite://")
+        .or_else(|| value.strip_prefix("sqlite:"))
+    {
+        let path = path.split('?').next().unwrap_or(path);
+        if path.is_empty() {
+            return Err(ConfigError::new(
+                "DATABASE_URL",
+                "sqlite URL has no file path; use sqlite:///path/to/engram.db or unset it",
+            ));
+        }
+        return Ok(DatabaseConfig::Sqlite { path: PathBuf::from(path) });
+    }
+    let url = parse_url(
+        value,
+        "DATABASE_URL",
+        &["postgres", "postgresql"],
+        "postgres://user:password@host:5432/engram (or leave it unset for SQLite)",
+    )?;
+    Ok(DatabaseConfig::Postgres { url })
+}
+
+fn parse_s3(raw: &RawConfig) -> Result<Option<S3Config>, ConfigError> {
+    let Some(bucket) = raw.get("S3_BUCKET") else {
+        return Ok(None);
+    };
+    let valid_bucket = (3..=63).contains(&bucket.len())
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if !valid_bucket {
+        return Err(ConfigError::new(
+            "S3_BUCKET",
+            format!("{bucket:?} is not a bucket name; use 3-63 lowercase letters, digits, '-' or '.'"),
+        ));
+    }
+    let endpoint_url = raw
+        .get("S3_ENDPOINT_URL")
+        .map(|v| parse_url(v, "S3_ENDPOINT_URL", &["http", "https"], "http://127.0.0.1:9000"))
+        .transpose()?
+        .map(|u| u.expose().trim_end_matches('/').to_string());
+    let credentials = match (raw.get("AWS_ACCESS_KEY_ID"), raw.get("AWS_SECRET_ACCESS_KEY")) {
+        (Some(id), Some(secret)) => Some((id.to_string(), Secret::new(secret))),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                "AWS_SECRET_ACCESS_KEY",
+                "is unset while AWS_ACCESS_KEY_ID is set; set both or neither",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                "AWS_ACCESS_KEY_ID",
+                "is unset while AWS_SECRET_ACCESS_KEY is set; set both or neither",
+            ));
+        }
+    };
+    let prefix = raw.get("S3_PREFIX").unwrap_or("").trim_matches('/');
+    Ok(Some(S3Config {
+        bucket: bucket.to_string(),
+        prefix: if prefix.is_empty() { String::new() } else { format!("{prefix}/") },
+        endpoint_url,
+        region: raw.get("AWS_REGION").unwrap_or("us-east-1").to_string(),
+        credentials,
+    }))
+}
+
+fn parse_cors(value: Option<&str>) -> CorsOrigins {
+    match value {
+        None => CorsOrigins::None,
+        Some("*") => CorsOrigins::Any,
+        Some(list) => CorsOrigins::List(
+            list.split(',')
+                .map(|o| o.trim().trim_end_matches('/').to_string())
+                .filter(|o| !o.is_empty())
+                .collect(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::from_raw(&RawConfig::layered(env, [], []))
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_backends() {
+        let config = config(&[]).unwrap();
+        assert_eq!(config.bind.to_string(), "127.0.0.1:8000");
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert_eq!(
+            config.database,
+            DatabaseConfig::Sqlite { path: PathBuf::from("./data/engram.db") }
+        );
+        assert!(config.redis_url.is_none() && config.s3.is_none());
+        assert_eq!(config.repo_cache_dir, PathBuf::from("./data/repos"));
+        assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(config.body_limit_bytes, 16 * 1024 * 1024);
+    }
+
+    #[test]
+    fn each_invalid_value_names_its_variable() {
+        for (key, value) in [
+            ("ENGRAM_BIND", "localhost"),
+            ("DATABASE_URL", "mysql://x/y"),
+            ("DATABASE_URL", "not a url"),
+            ("REDIS_URL", "http://127.0.0.1"),
+            ("MAX_REPO_SIZE_MB", "-3"),
+            ("SYNC_INTERVAL_MINUTES", "often"),
+            ("SSO_ENABLED", "maybe"),
+            ("LOG_FORMAT", "xml"),
+            ("S3_BUCKET", "Bad_Bucket"),
+            ("ENGRAM_BODY_LIMIT_MB", "0"),
+        ] {
+            let err = config(&[(key, value)]).unwrap_err();
+            assert_eq!(err.key, key, "{err}");
+            assert!(!err.to_string().contains('\n'));
+        }
+    }
+
+    #[test]
+    fn s3_keys_come_in_pairs_and_prefix_is_normalised() {
+        let err = config(&[("S3_BUCKET", "b1b"), ("AWS_ACCESS_KEY_ID", "k")]).unwrap_err();
+        assert_eq!(err.key, "AWS_SECRET_ACCESS_KEY");
+        let s3 = config(&[("S3_BUCKET", "b1b"), ("S3_PREFIX", "/tenant/a/")])
+            .unwrap()
+            .s3
+            .unwrap();
+        assert_eq!(s3.prefix, "tenant/a/");
+        assert_eq!(s3.region, "us-east-1");
+    }
+
+    #[test]
+    fn environment_beats_dotenv_beats_toml() {
+        let toml = parse_toml("ENGRAM_BIND = \"127.0.0.1:1\"\nMAX_REPO_SIZE_MB = 7\nLOG_LEVEL = \"debug\"")
+            .unwrap();
+        let dotenv = vec![("ENGRAM_BIND".to_string(), "127.0.0.1:2".to_string()), ("LOG_LEVEL".into(), "warn".into())];
+        let env = vec![("LOG_LEVEL".to_string(), "error".to_string())];
+        let raw = RawConfig::layered(env, dotenv, toml);
+        let config = Config::from_raw(&raw).unwrap();
+        assert_eq!(config.bind.port(), 2);
+        assert_eq!(config.max_repo_size_mb, 7);
+        assert_eq!(config.log_level, "error");
+        assert_eq!(raw.origin("MAX_REPO_SIZE_MB"), Some(Origin::Toml));
+    }
+
+    #[test]
+    fn toml_rejects_unknown_keys() {
+        let err = parse_toml("DATABSE_URL = \"postgres://x/y\"").unwrap_err();
+        assert!(err.message.contains("DATABSE_URL"));
+    }
+
+    #[test]
+    fn describe_masks_every_secret() {
+        let config = config(&[
+            ("DATABASE_URL", "postgres://engram:hunter2@db:5432/engram"),
+            ("REDIS_URL", "redis://:redispw@cache:6379"),
+            ("JWT_SECRET", "jwtsecretvalue"),
+            ("API_KEY", "apikeyvalue"),
+            ("S3_BUCKET", "bucket"),
+            ("AWS_ACCESS_KEY_ID", "AKIDVALUE"),
+            ("AWS_SECRET_ACCESS_KEY", "awssecretvalue"),
+            ("OPENAI_API_KEY", "sk-openai"),
+        ])
+        .unwrap();
+        let text = format!("{:?}", config.describe(&RawConfig::default()));
+        for secret in ["hunter2", "redispw", "jwtsecretvalue", "apikeyvalue", "awssecretvalue", "sk-openai"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        assert!(text.contains("postgres://engram:****@db:5432/engram"));
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

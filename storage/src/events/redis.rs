@@ -1,0 +1,87 @@
+//! Event bus on Redis pub/sub, so an event published by any process reaches subscribers in
+//! every other. Channels are named `engram:events:<topic>`.
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use serde_json::Value;
+
+use super::{Event, EventBus, EventStream};
+use crate::error::{StoreError, StoreResult};
+
+const CHANNEL_PREFIX: &str = "engram:events:";
+
+pub struct RedisEventBus {
+    client: redis::Client,
+    publisher: ConnectionManager,
+}
+
+fn redis_error(e: redis::RedisError) -> StoreError {
+    StoreError::backend("redis", e)
+}
+
+impl RedisEventBus {
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url)?;
+        let publisher = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            ConnectionManager::new(client.clone()),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within 5 s"))??;
+        Ok(Self { client, publisher })
+    }
+}
+
+#[async_trait]
+impl EventBus for RedisEventBus {
+    fn backend_name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn publish(&self, topic: &str, payload: Value) -> StoreResult<()> {
+        let body = serde_json::to_string(&payload).map_err(|e| StoreError::backend("redis", e))?;
+        let mut connection = self.publisher.clone();
+        let _receivers: i64 = connection
+            .publish(format!("{CHANNEL_PREFIX}{topic}"), body)
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    async fn subscribe(&self, topic: &str) -> StoreResult<EventStream> {
+        let mut pubsub = self.client.get_async_pubsub().await.map_err(redis_error)?;
+        // Returns once Redis has confirmed the subscription.
+        pubsub.subscribe(format!("{CHANNEL_PREFIX}{topic}")).await.map_err(redis_error)?;
+        let topic = topic.to_string();
+        Ok(pubsub
+            .into_on_message()
+            .filter_map(move |message| {
+                let topic = topic.clone();
+                async move {
+                    let body: String = match message.get_payload() {
+                        Ok(body) => body,
+                        Err(e) => {
+                            tracing::warn!(topic, error = %e, "unreadable event payload");
+                            return None;
+                        }
+                    };
+                    match serde_json::from_str(&body) {
+                        Ok(payload) => Some(Event { topic, payload }),
+                        Err(e) => {
+                            tracing::warn!(topic, error = %e, "event payload is not JSON");
+                            None
+                        }
+                    }
+                }
+            })
+            .boxed())
+    }
+
+    async fn check(&self) -> StoreResult<()> {
+        let mut connection = self.publisher.clone();
+        let _: String = redis::cmd("PING").query_async(&mut connection).await.map_err(redis_error)?;
+        Ok(())
+    }
+}

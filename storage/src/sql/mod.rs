@@ -1,0 +1,116 @@
+//! The SQL database: one SQLite file (embedded default) or PostgreSQL + pgvector (scale-out),
+//! connected, migrated at start, and handed to the stores built on it.
+
+mod kv;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+pub use kv::{Expect, KeyValueStore, PostgresKv, SqliteKv, Versioned};
+
+use crate::config::DatabaseConfig;
+
+/// How long a connection attempt may take before start-up gives up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connected, migrated database of either kind.
+#[derive(Clone, Debug)]
+pub enum Database {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl Database {
+    /// Connects and applies every pending migration. PostgreSQL migrations run under sqlx's
+    /// advisory lock, so several replicas may start at once.
+    pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<Self> {
+        let database = match config {
+            DatabaseConfig::Sqlite { path } => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                }
+                let options = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(5))
+                    .foreign_keys(true);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(CONNECT_TIMEOUT)
+                    .connect_with(options)
+                    .await
+                    .with_context(|| format!("cannot open SQLite database {}", path.display()))?;
+                Database::Sqlite(pool)
+            }
+            DatabaseConfig::Postgres { url } => {
+                let options = PgConnectOptions::from_str(url.expose())
+                    .with_context(|| format!("DATABASE_URL {} is not usable", url.masked()))?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(CONNECT_TIMEOUT)
+                    .connect_with(options)
+                    .await
+                    .with_context(|| format!("cannot connect to PostgreSQL at {}", url.masked()))?;
+                Database::Postgres(pool)
+            }
+        };
+        database.migrate().await?;
+        Ok(database)
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self {
+            Database::Sqlite(pool) => sqlx::migrate!("../migrations/sqlite")
+                .run(pool)
+                .await
+                .context("cannot apply SQLite migrations")?,
+            Database::Postgres(pool) => sqlx::migrate!("../migrations/postgres")
+                .run(pool)
+                .await
+                .context("cannot apply PostgreSQL migrations (the role needs to create the vector and hstore extensions)")?,
+        }
+        Ok(())
+    }
+
+    /// One round trip, for health checks.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        match self {
+            Database::Sqlite(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+            Database::Postgres(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Database::Sqlite(_) => "sqlite",
+            Database::Postgres(_) => "postgres",
+        }
+    }
+
+    pub fn key_value_store(&self) -> Arc<dyn KeyValueStore> {
+        match self {
+            Database::Sqlite(pool) => Arc::new(SqliteKv::new(pool.clone())),
+            Database::Postgres(pool) => Arc::new(PostgresKv::new(pool.clone())),
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Database::Sqlite(pool) => pool.close().await,
+            Database::Postgres(pool) => pool.close().await,
+        }
+    }
+}

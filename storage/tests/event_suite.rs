@@ -1,0 +1,104 @@
+//! The event bus conformance suite, run in-process and on Redis.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::json;
+use storage::events::{EventBus, EventStream, LocalEventBus, RedisEventBus};
+
+macro_rules! event_suite {
+    ($backend:ident, $open:path) => {
+        mod $backend {
+            event_suite!(@cases $open; subscribers_get_events_in_order, topics_are_apart,
+                every_subscriber_gets_every_event, a_second_connection_sees_the_first_ones_events);
+        }
+    };
+    (@cases $open:path; $($case:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let Some(open) = $open() else { return };
+                super::$case(open).await;
+            }
+        )*
+    };
+}
+
+event_suite!(local, super::local);
+event_suite!(redis, super::redis);
+
+/// Opens a bus; called twice by the cross-connection case. The in-process bus shares one.
+type Open = Box<dyn Fn() -> futures::future::BoxFuture<'static, Arc<dyn EventBus>> + Send + Sync>;
+
+fn local() -> Option<Open> {
+    let bus: Arc<dyn EventBus> = Arc::new(LocalEventBus::new());
+    Some(Box::new(move || {
+        let bus = bus.clone();
+        Box::pin(async move { bus })
+    }))
+}
+
+fn redis() -> Option<Open> {
+    let url = storage::testing::redis_url()?;
+    Some(Box::new(move || {
+        let url = url.clone();
+        Box::pin(async move { Arc::new(RedisEventBus::connect(&url).await.unwrap()) as Arc<dyn EventBus> })
+    }))
+}
+
+fn topic() -> String {
+    format!("test-{}", ulid::Ulid::generate())
+}
+
+async fn next(stream: &mut EventStream) -> serde_json::Value {
+    tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("an event within 5 s")
+        .expect("the stream stays open")
+        .payload
+}
+
+async fn subscribers_get_events_in_order(open: Open) {
+    let bus = open().await;
+    bus.check().await.unwrap();
+    let topic = topic();
+    let mut stream = bus.subscribe(&topic).await.unwrap();
+    for i in 0..100 {
+        bus.publish(&topic, json!({"seq": i})).await.unwrap();
+    }
+    for i in 0..100 {
+        assert_eq!(next(&mut stream).await, json!({"seq": i}));
+    }
+}
+
+async fn topics_are_apart(open: Open) {
+    let bus = open().await;
+    let (a, b) = (topic(), topic());
+    let mut stream_a = bus.subscribe(&a).await.unwrap();
+    bus.publish(&b, json!("for b")).await.unwrap();
+    bus.publish(&a, json!("for a")).await.unwrap();
+    assert_eq!(next(&mut stream_a).await, json!("for a"));
+}
+
+async fn every_subscriber_gets_every_event(open: Open) {
+    let bus = open().await;
+    let topic = topic();
+    let mut first = bus.subscribe(&topic).await.unwrap();
+    let mut second = bus.subscribe(&topic).await.unwrap();
+    bus.publish(&topic, json!({"x": [1, 2]})).await.unwrap();
+    assert_eq!(next(&mut first).await, json!({"x": [1, 2]}));
+    assert_eq!(next(&mut second).await, json!({"x": [1, 2]}));
+    drop(first);
+    bus.publish(&topic, json!(2)).await.unwrap();
+    assert_eq!(next(&mut second).await, json!(2), "a dropped subscriber does not stop the others");
+}
+
+/// Two connections stand for two processes (API and worker) on Redis.
+async fn a_second_connection_sees_the_first_ones_events(open: Open) {
+    let (publisher, subscriber) = (open().await, open().await);
+    let topic = topic();
+    let mut stream = subscriber.subscribe(&topic).await.unwrap();
+    publisher.publish(&topic, json!({"line": "hello"})).await.unwrap();
+    assert_eq!(next(&mut stream).await, json!({"line": "hello"}));
+}
