@@ -1,0 +1,89 @@
+//! The OpenAPI document and the two pages that render it (`/docs`: Swagger UI, `/redoc`:
+//! Redoc). Their scripts and styles are vendored from the npm registry into
+//! `api/assets/vendor` (see `scripts/vendor-ui-assets.sh`) and served by the binary, so the
+//! pages work with no internet.
+
+use std::sync::OnceLock;
+
+use axum::extract::Path;
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::OpenApi;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Engram",
+        description = "Memory platform for AI agents: git memory, blob sync, federation, semantic memories and agent evaluations on one job-orchestration core."
+    ),
+    paths(super::health::health, super::health::ready, super::metrics::metrics),
+    components(schemas(crate::error::ErrorCode)),
+    tags((name = "platform", description = "Health, readiness, metrics and documentation"))
+)]
+pub struct ApiDoc;
+
+pub fn openapi() -> &'static utoipa::openapi::OpenApi {
+    static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOC.get_or_init(ApiDoc::openapi)
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/openapi.json", get(|| async { Json(openapi()) }))
+        .route("/docs", get(|| async { Html(SWAGGER_PAGE) }))
+        .route("/redoc", get(|| async { Html(REDOC_PAGE) }))
+        .route("/docs/assets/{file}", get(asset))
+}
+
+const SWAGGER_PAGE: &str = r#"<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>Engram API</title>
+  <link rel="stylesheet" href="/docs/assets/swagger-ui.css">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="/docs/assets/swagger-ui-bundle.js"></script>
+  <script src="/docs/assets/swagger-init.js"></script>
+</body>
+</html>
+"#;
+
+const SWAGGER_INIT: &str = "window.ui = SwaggerUIBundle({ url: '/openapi.json', dom_id: '#swagger-ui', deepLinking: true });\n";
+
+const REDOC_PAGE: &str = r#"<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>Engram API reference</title>
+</head>
+<body>
+  <redoc spec-url="/openapi.json"></redoc>
+  <script src="/docs/assets/redoc.standalone.js"></script>
+</body>
+</html>
+"#;
+
+async fn asset(Path(file): Path<String>) -> Result<Response, ApiError> {
+    let (content_type, body): (&str, &'static [u8]) = match file.as_str() {
+        "swagger-ui.css" => ("text/css; charset=utf-8", include_bytes!("../../assets/vendor/swagger-ui.css")),
+        "swagger-ui-bundle.js" => (
+            "text/javascript; charset=utf-8",
+            include_bytes!("../../assets/vendor/swagger-ui-bundle.js"),
+        ),
+        "swagger-init.js" => ("text/javascript; charset=utf-8", SWAGGER_INIT.as_bytes()),
+        "redoc.standalone.js" => (
+            "text/javascript; charset=utf-8",
+            include_bytes!("../../assets/vendor/redoc.standalone.js"),
+        ),
+        _ => return Err(ApiError::not_found("no such documentation asset")),
+    };
+    Ok(([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=86400")], body)
+        .into_response())
+}

@@ -1,0 +1,55 @@
+//! Building and running the server: connect every backend, bind the listener, serve until a
+//! shutdown future fires, then drain. Tests build it on port 0 with a data dir of their own.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use storage::{Backends, Config};
+use tokio::net::TcpListener;
+
+use crate::state::AppState;
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects to every configured backend (migrating the database) and binds
+    /// `config.bind`; fails with a one-line cause when anything is unusable.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        storage::jwt_secret(&config)?;
+        let backends = Backends::connect(&config).await?;
+        let queue = jobs::QueueBackend::connect(&config, &backends.database).await?;
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .with_context(|| format!("cannot listen on {} (ENGRAM_BIND)", config.bind))?;
+        tracing::info!(backends = %config.backend_summary(), queue = queue.backend_name(), "backends connected");
+        Ok(Self { listener, state: AppState::new(config, backends, queue) })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then stops taking connections, lets in-flight
+    /// requests finish and closes the database.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let state = self.state.clone();
+        let router = crate::http::router(self.state.clone());
+        let draining = state.clone();
+        let result = axum::serve(self.listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                draining.start_draining();
+            })
+            .await;
+        state.backends.database.close().await;
+        result
+    }
+}
