@@ -19,8 +19,8 @@ impl Application {
     /// Connects to every configured backend (migrating the database) and binds
     /// `config.bind`; fails with a one-line cause when anything is unusable.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        storage::jwt_secret(&config)?;
         let backends = Backends::connect(&config).await?;
+        storage::jwt_secret(&config)?;
         let queue = jobs::QueueBackend::connect(&config, &backends.database).await?;
         let listener = TcpListener::bind(config.bind)
             .await

@@ -1,0 +1,196 @@
+//! The real `engram-api` binary: start-up on each stack, fast one-line failures, the
+//! `config` command, graceful shutdown, and the docs pages rendered by headless Chromium.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Stack, engram_api, free_port, stack_env, wait_until_up};
+use serde_json::Value;
+
+fn base_env(data_dir: &std::path::Path, port: u16) -> Vec<(String, String)> {
+    vec![
+        ("ENGRAM_DATA_DIR".into(), data_dir.display().to_string()),
+        ("ENGRAM_BIND".into(), format!("127.0.0.1:{port}")),
+    ]
+}
+
+/// Starts the binary on `stack`, checks `/health`, then stops it with SIGTERM.
+async fn serves_health_then_stops_on_sigterm(stack: Stack) {
+    let Some(stack_env) = stack_env(stack).await else { return };
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut env = base_env(data_dir.path(), port);
+    env.extend(stack_env);
+    let mut child = engram_api(&[], &env).spawn().unwrap();
+    let response = wait_until_up(&format!("http://127.0.0.1:{port}/health"), Duration::from_secs(30)).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        [&body["database"], &body["queue"], &body["blob_store"]].map(|v| v.as_str().unwrap().to_string()),
+        ["ok", "ok", "ok"].map(String::from),
+        "{body}"
+    );
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("exits after SIGTERM").unwrap();
+    assert!(status.success(), "graceful shutdown exits 0: {status:?}");
+}
+
+#[tokio::test]
+async fn embedded_default_serves_health() {
+    serves_health_then_stops_on_sigterm(Stack::Embedded).await;
+}
+
+#[tokio::test]
+async fn scale_out_stack_serves_health() {
+    serves_health_then_stops_on_sigterm(Stack::ScaleOut).await;
+}
+
+/// Runs the binary expecting it to fail fast; returns (exit code, stderr lines).
+async fn failing_start(env: Vec<(String, String)>) -> (i32, Vec<String>) {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut all = base_env(data_dir.path(), free_port());
+    all.extend(env);
+    let started = Instant::now();
+    let output = tokio::time::timeout(Duration::from_secs(10), engram_api(&[], &all).output())
+        .await
+        .expect("exits within 10 s")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let stderr = String::from_utf8_lossy(&output.stderr).lines().map(str::to_string).collect();
+    (output.status.code().expect("exited, not killed"), stderr)
+}
+
+#[tokio::test]
+async fn unreachable_postgres_fails_fast_with_one_line() {
+    let port = free_port();
+    let (code, stderr) = failing_start(vec![("DATABASE_URL".into(), format!("postgres://engram:pw@127.0.0.1:{port}/engram"))]).await;
+    assert_eq!(code, 1);
+    assert_eq!(stderr.len(), 1, "{stderr:?}");
+    assert!(stderr[0].contains("cannot connect to PostgreSQL"), "{stderr:?}");
+    assert!(!stderr[0].contains(":pw@"), "the password is masked: {stderr:?}");
+}
+
+#[tokio::test]
+async fn malformed_database_url_is_a_config_error() {
+    for url in ["postgres://", "mysql://db/engram", "::not a url::"] {
+        let (code, stderr) = failing_start(vec![("DATABASE_URL".into(), url.into())]).await;
+        assert_eq!(code, 2, "{url}: {stderr:?}");
+        assert_eq!(stderr.len(), 1, "{stderr:?}");
+        assert!(stderr[0].contains("DATABASE_URL"), "{stderr:?}");
+    }
+}
+
+#[tokio::test]
+async fn bad_s3_credentials_fail_fast_with_one_line() {
+    let Some(mut s3) = storage::testing::s3_env() else { return };
+    for (key, value) in s3.iter_mut() {
+        if key == "AWS_ACCESS_KEY_ID" {
+            *value = "AKIANOTAREALKEY00000".into();
+        }
+    }
+    let (code, stderr) = failing_start(s3).await;
+    assert_eq!(code, 1);
+    assert_eq!(stderr.len(), 1, "{stderr:?}");
+    assert!(stderr[0].contains("cannot use S3 bucket"), "{stderr:?}");
+}
+
+#[tokio::test]
+async fn unreachable_redis_fails_fast_with_one_line() {
+    let (code, stderr) = failing_start(vec![("REDIS_URL".into(), format!("redis://127.0.0.1:{}", free_port()))]).await;
+    assert_eq!(code, 1);
+    assert_eq!(stderr.len(), 1, "{stderr:?}");
+    assert!(stderr[0].contains("cannot connect to Redis"), "{stderr:?}");
+}
+
+#[tokio::test]
+async fn invalid_config_exits_2_naming_the_variable() {
+    for (key, value) in [("ENGRAM_BIND", "nowhere"), ("LOG_FORMAT", "yaml"), ("MAX_REPO_SIZE_MB", "lots"), ("LOG_LEVEL", "info,[")] {
+        let (code, stderr) = failing_start(vec![(key.into(), value.into())]).await;
+        assert_eq!(code, 2, "{key}: {stderr:?}");
+        assert_eq!(stderr.len(), 1, "{stderr:?}");
+        assert!(stderr[0].contains(key), "{stderr:?}");
+        assert!(!stderr[0].contains("panicked") && !stderr[0].contains("backtrace"), "{stderr:?}");
+    }
+}
+
+#[tokio::test]
+async fn config_command_prints_the_effective_config_with_secrets_masked() {
+    let env: Vec<(String, String)> = [
+        ("DATABASE_URL", "postgres://engram:s3cr3t-pw@db.internal:5432/engram"),
+        ("JWT_SECRET", "jwt-secret-value"),
+        ("OPENAI_API_KEY", "sk-test-value"),
+        ("ENGRAM_BIND", "0.0.0.0:9000"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .to_vec();
+    let output = engram_api(&["config"], &env).output().await.unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    for secret in ["s3cr3t-pw", "jwt-secret-value", "sk-test-value"] {
+        assert!(!text.contains(secret), "{secret} leaked:\n{text}");
+    }
+    assert!(text.contains("DATABASE_URL = postgres://engram:****@db.internal:5432/engram  # environment"), "{text}");
+    assert!(text.contains("ENGRAM_BIND = 0.0.0.0:9000  # environment"), "{text}");
+    assert!(text.contains("MAX_REPO_SIZE_MB = 500  # default"), "{text}");
+}
+
+#[tokio::test]
+async fn generated_jwt_secret_is_kept_across_restarts() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut secrets = Vec::new();
+    for _ in 0..2 {
+        let port = free_port();
+        let mut child = engram_api(&[], &base_env(data_dir.path(), port)).spawn().unwrap();
+        wait_until_up(&format!("http://127.0.0.1:{port}/health"), Duration::from_secs(30)).await;
+        child.kill().await.unwrap();
+        secrets.push(std::fs::read_to_string(data_dir.path().join("jwt_secret")).unwrap());
+    }
+    assert_eq!(secrets[0], secrets[1]);
+    assert_eq!(secrets[0].len(), 64);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(data_dir.path().join("jwt_secret")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+/// Renders a page in headless Chromium with the network closed to everything but this
+/// machine, and returns the DOM after scripts ran.
+async fn rendered_dom(url: &str) -> String {
+    let chromium = storage::testing::service_var("ENGRAM_TEST_CHROMIUM").unwrap_or_default();
+    if chromium.is_empty() {
+        return String::new();
+    }
+    let profile = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(chromium)
+        .args([
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--virtual-time-budget=15000", "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(90), output).await.expect("chromium finishes").unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn docs_pages_render_in_headless_chromium() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _child = engram_api(&[], &base_env(data_dir.path(), port)).spawn().unwrap();
+    wait_until_up(&format!("http://127.0.0.1:{port}/health"), Duration::from_secs(30)).await;
+
+    let swagger = rendered_dom(&format!("http://127.0.0.1:{port}/docs")).await;
+    if swagger.is_empty() {
+        return;
+    }
+    assert!(swagger.contains("swagger-ui"), "Swagger UI mounted");
+    assert!(swagger.contains("opblock"), "operations rendered:\n{swagger:.2000}");
+    assert!(swagger.contains("/health") && swagger.contains("Engram"), "the spec rendered");
+
+    let redoc = rendered_dom(&format!("http://127.0.0.1:{port}/redoc")).await;
+    assert!(redoc.contains("Health of the process and every backend"), "Redoc rendered the spec:\n{redoc:.2000}");
+}

@@ -1,0 +1,111 @@
+//! Test harness: an Engram application on port 0 with a data dir of its own, in-process or
+//! as the real `engram-api` binary, on the embedded default or on the scale-out services.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use api::Application;
+use storage::testing;
+use tokio::sync::oneshot;
+
+/// Which backends an app runs on.
+#[derive(Debug, Clone, Copy)]
+pub enum Stack {
+    /// SQLite, files, in-process event bus.
+    Embedded,
+    /// PostgreSQL, Redis, S3 from `scripts/services.sh`.
+    ScaleOut,
+}
+
+/// The environment that selects `stack`, or `None` when its services are not configured.
+pub async fn stack_env(stack: Stack) -> Option<Vec<(String, String)>> {
+    match stack {
+        Stack::Embedded => Some(Vec::new()),
+        Stack::ScaleOut => {
+            let mut env = vec![
+                ("DATABASE_URL".to_string(), testing::fresh_postgres_url().await?),
+                ("REDIS_URL".to_string(), testing::redis_url()?),
+            ];
+            env.extend(testing::s3_env()?);
+            Some(env)
+        }
+    }
+}
+
+pub struct TestApp {
+    pub url: String,
+    pub client: reqwest::Client,
+    pub data_dir: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    pub server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl TestApp {
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.at(path)).send().await.expect("the server answers")
+    }
+
+    /// Fires the shutdown signal and waits for the server to finish.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.server).await.expect("the server task does not panic")
+    }
+}
+
+/// Builds and serves an in-process app on `stack` plus `extra` variables; `None` when the
+/// stack's services are not configured (and not required).
+pub async fn spawn_app(stack: Stack, extra: &[(&str, &str)]) -> Option<TestApp> {
+    let mut env = stack_env(stack).await?;
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let data_dir = tempfile::tempdir().unwrap().keep();
+    let config = testing::config_in(&data_dir, &env);
+    let app = Application::build(config).await.expect("the app builds");
+    let url = format!("http://{}", app.local_addr());
+    let (tx, rx) = oneshot::channel();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    Some(TestApp { url, client: reqwest::Client::new(), data_dir, shutdown: Some(tx), server })
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The real `engram-api` binary with exactly `env` (plus PATH/HOME), stdout and stderr piped.
+pub fn engram_api(args: &[&str], env: &[(String, String)]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_engram-api"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", std::env::var("HOME").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// Polls `url` until it answers (any status) or `deadline` passes.
+pub async fn wait_until_up(url: &str, deadline: Duration) -> reqwest::Response {
+    let started = Instant::now();
+    let client = reqwest::Client::new();
+    loop {
+        if let Ok(response) = client.get(url).send().await {
+            return response;
+        }
+        assert!(started.elapsed() < deadline, "{url} did not answer within {deadline:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
