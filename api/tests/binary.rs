@@ -33,7 +33,10 @@ async fn serves_health_then_stops_on_sigterm(stack: Stack) {
     );
     let pid = child.id().unwrap().to_string();
     std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("exits after SIGTERM").unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
     assert!(status.success(), "graceful shutdown exits 0: {status:?}");
 }
 
@@ -65,7 +68,9 @@ async fn failing_start(env: Vec<(String, String)>) -> (i32, Vec<String>) {
 #[tokio::test]
 async fn unreachable_postgres_fails_fast_with_one_line() {
     let port = free_port();
-    let (code, stderr) = failing_start(vec![("DATABASE_URL".into(), format!("postgres://engram:pw@127.0.0.1:{port}/engram"))]).await;
+    let (code, stderr) =
+        failing_start(vec![("DATABASE_URL".into(), format!("postgres://engram:pw@127.0.0.1:{port}/engram"))])
+            .await;
     assert_eq!(code, 1);
     assert_eq!(stderr.len(), 1, "{stderr:?}");
     assert!(stderr[0].contains("cannot connect to PostgreSQL"), "{stderr:?}");
@@ -98,7 +103,8 @@ async fn bad_s3_credentials_fail_fast_with_one_line() {
 
 #[tokio::test]
 async fn unreachable_redis_fails_fast_with_one_line() {
-    let (code, stderr) = failing_start(vec![("REDIS_URL".into(), format!("redis://127.0.0.1:{}", free_port()))]).await;
+    let (code, stderr) =
+        failing_start(vec![("REDIS_URL".into(), format!("redis://127.0.0.1:{}", free_port()))]).await;
     assert_eq!(code, 1);
     assert_eq!(stderr.len(), 1, "{stderr:?}");
     assert!(stderr[0].contains("cannot connect to Redis"), "{stderr:?}");
@@ -106,7 +112,12 @@ async fn unreachable_redis_fails_fast_with_one_line() {
 
 #[tokio::test]
 async fn invalid_config_exits_2_naming_the_variable() {
-    for (key, value) in [("ENGRAM_BIND", "nowhere"), ("LOG_FORMAT", "yaml"), ("MAX_REPO_SIZE_MB", "lots"), ("LOG_LEVEL", "info,[")] {
+    for (key, value) in [
+        ("ENGRAM_BIND", "nowhere"),
+        ("LOG_FORMAT", "yaml"),
+        ("MAX_REPO_SIZE_MB", "lots"),
+        ("LOG_LEVEL", "info,["),
+    ] {
         let (code, stderr) = failing_start(vec![(key.into(), value.into())]).await;
         assert_eq!(code, 2, "{key}: {stderr:?}");
         assert_eq!(stderr.len(), 1, "{stderr:?}");
@@ -131,7 +142,10 @@ async fn config_command_prints_the_effective_config_with_secrets_masked() {
     for secret in ["s3cr3t-pw", "jwt-secret-value", "sk-test-value"] {
         assert!(!text.contains(secret), "{secret} leaked:\n{text}");
     }
-    assert!(text.contains("DATABASE_URL = postgres://engram:****@db.internal:5432/engram  # environment"), "{text}");
+    assert!(
+        text.contains("DATABASE_URL = postgres://engram:****@db.internal:5432/engram  # environment"),
+        "{text}"
+    );
     assert!(text.contains("ENGRAM_BIND = 0.0.0.0:9000  # environment"), "{text}");
     assert!(text.contains("MAX_REPO_SIZE_MB = 500  # default"), "{text}");
 }
@@ -164,15 +178,23 @@ async fn rendered_dom(url: &str) -> String {
     let profile = tempfile::tempdir().unwrap();
     let output = tokio::process::Command::new(chromium)
         .args([
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--virtual-time-budget=15000", "--dump-dom",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(url)
         .kill_on_drop(true)
         .output();
-    let output = tokio::time::timeout(Duration::from_secs(90), output).await.expect("chromium finishes").unwrap();
+    let output =
+        tokio::time::timeout(Duration::from_secs(90), output).await.expect("chromium finishes").unwrap();
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -192,5 +214,8 @@ async fn docs_pages_render_in_headless_chromium() {
     assert!(swagger.contains("/health") && swagger.contains("Engram"), "the spec rendered");
 
     let redoc = rendered_dom(&format!("http://127.0.0.1:{port}/redoc")).await;
-    assert!(redoc.contains("Health of the process and every backend"), "Redoc rendered the spec:\n{redoc:.2000}");
+    assert!(
+        redoc.contains("Health of the process and every backend"),
+        "Redoc rendered the spec:\n{redoc:.2000}"
+    );
 }

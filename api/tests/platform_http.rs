@@ -33,7 +33,8 @@ async fn health_reports_every_backend(stack: Stack) {
         Stack::ScaleOut => ["postgres", "redis", "s3", "redis"],
     };
     let backends = &body["backends"];
-    let actual = ["database", "queue", "blob_store", "event_bus"].map(|k| backends[k].as_str().unwrap().to_string());
+    let actual =
+        ["database", "queue", "blob_store", "event_bus"].map(|k| backends[k].as_str().unwrap().to_string());
     assert_eq!(actual, expected.map(String::from));
 }
 
@@ -56,7 +57,10 @@ async fn health_is_503_when_the_blob_store_is_down() {
     let response = app.get("/health").await;
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.unwrap();
-    assert_eq!((body["status"].as_str(), body["blob_store"].as_str()), (Some("degraded"), Some("unavailable")));
+    assert_eq!(
+        (body["status"].as_str(), body["blob_store"].as_str()),
+        (Some("degraded"), Some("unavailable"))
+    );
     assert_eq!(body["storage"], "disconnected");
     assert_eq!(body["database"], "ok");
     assert!(!body.to_string().contains("Not a directory"), "no internal detail: {body}");
@@ -100,7 +104,8 @@ async fn request_ids_are_made_or_kept() {
 
 #[tokio::test]
 async fn cors_allows_only_configured_origins() {
-    let app = spawn_app(Stack::Embedded, &[("ENGRAM_CORS_ORIGINS", "https://app.example.com")]).await.unwrap();
+    let app =
+        spawn_app(Stack::Embedded, &[("ENGRAM_CORS_ORIGINS", "https://app.example.com")]).await.unwrap();
     let preflight = |origin: &'static str| {
         app.client
             .request(reqwest::Method::OPTIONS, app.at("/health"))
@@ -114,7 +119,13 @@ async fn cors_allows_only_configured_origins() {
     assert!(other.headers().get("access-control-allow-origin").is_none());
 
     let no_cors = spawn_app(Stack::Embedded, &[]).await.unwrap();
-    let response = no_cors.client.get(no_cors.at("/health")).header("origin", "https://app.example.com").send().await.unwrap();
+    let response = no_cors
+        .client
+        .get(no_cors.at("/health"))
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
     assert!(response.headers().get("access-control-allow-origin").is_none(), "CORS is off by default");
 }
 
@@ -129,8 +140,14 @@ async fn metrics_count_requests_by_route_and_status() {
     assert_eq!(response.status(), 200);
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     let text = response.text().await.unwrap();
-    assert!(text.contains(r#"engram_http_requests_total{method="GET",route="/health",status="200"} 3"#), "{text}");
-    assert!(text.contains(r#"engram_http_requests_total{method="GET",route="unmatched",status="404"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"engram_http_requests_total{method="GET",route="/health",status="200"} 3"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"engram_http_requests_total{method="GET",route="unmatched",status="404"} 1"#),
+        "{text}"
+    );
     assert!(text.contains("engram_http_request_duration_seconds_bucket"), "{text}");
     assert!(text.contains(r#"engram_build_info{version=""#), "{text}");
 }
@@ -145,14 +162,22 @@ async fn openapi_and_docs_pages_are_served_locally() {
         assert!(spec["paths"][path]["get"].is_object(), "{path} documented");
     }
     for (page, assets) in [
-        ("/docs", vec!["/docs/assets/swagger-ui.css", "/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-init.js"]),
+        (
+            "/docs",
+            vec![
+                "/docs/assets/swagger-ui.css",
+                "/docs/assets/swagger-ui-bundle.js",
+                "/docs/assets/swagger-init.js",
+            ],
+        ),
         ("/redoc", vec!["/docs/assets/redoc.standalone.js"]),
     ] {
         let html = app.get(page).await.text().await.unwrap();
         assert!(!html.contains("https://"), "{page} loads nothing from the internet");
         for asset in assets {
             assert!(html.contains(asset), "{page} references {asset}");
-            let response = raw_client.get(app.at(asset)).header("accept-encoding", "gzip").send().await.unwrap();
+            let response =
+                raw_client.get(app.at(asset)).header("accept-encoding", "gzip").send().await.unwrap();
             assert_eq!(response.status(), 200, "{asset}");
             if asset.ends_with("bundle.js") {
                 assert_eq!(response.headers()["content-encoding"], "gzip", "large assets are compressed");

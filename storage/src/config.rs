@@ -86,10 +86,7 @@ impl RawConfig {
     pub fn from_process() -> Result<Self, ConfigError> {
         let env: Vec<(String, String)> = std::env::vars().collect();
         let dotenv = read_dotenv(Path::new(".env"))?;
-        let toml_path = env
-            .iter()
-            .find(|(k, _)| k == "ENGRAM_CONFIG")
-            .map(|(_, v)| PathBuf::from(v));
+        let toml_path = env.iter().find(|(k, _)| k == "ENGRAM_CONFIG").map(|(_, v)| PathBuf::from(v));
         let toml = match &toml_path {
             Some(path) => read_toml(path, true)?,
             None => read_toml(Path::new("engram.toml"), false)?,
@@ -98,10 +95,7 @@ impl RawConfig {
     }
 
     fn get(&self, key: &str) -> Option<&str> {
-        self.values
-            .get(key)
-            .map(|(v, _)| v.trim())
-            .filter(|v| !v.is_empty())
+        self.values.get(key).map(|(v, _)| v.trim()).filter(|v| !v.is_empty())
     }
 
     pub fn origin(&self, key: &str) -> Option<Origin> {
@@ -115,8 +109,7 @@ fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
     }
     let iter = dotenvy::from_path_iter(path)
         .map_err(|e| ConfigError::new(".env", format!("cannot read {}: {e}", path.display())))?;
-    iter.map(|item| item.map_err(|e| ConfigError::new(".env", format!("{e}; fix the line"))))
-        .collect()
+    iter.map(|item| item.map_err(|e| ConfigError::new(".env", format!("{e}; fix the line")))).collect()
 }
 
 fn read_toml(path: &Path, required: bool) -> Result<Vec<(String, String)>, ConfigError> {
@@ -124,10 +117,7 @@ fn read_toml(path: &Path, required: bool) -> Result<Vec<(String, String)>, Confi
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(Vec::new()),
         Err(e) => {
-            return Err(ConfigError::new(
-                "ENGRAM_CONFIG",
-                format!("cannot read {}: {e}", path.display()),
-            ));
+            return Err(ConfigError::new("ENGRAM_CONFIG", format!("cannot read {}: {e}", path.display())));
         }
     };
     parse_toml(&text)
@@ -173,10 +163,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            key: key.into(),
-            message: message.into(),
-        }
+        Self { key: key.into(), message: message.into() }
     }
 }
 
@@ -286,26 +273,24 @@ impl Config {
 
     pub fn from_raw(raw: &RawConfig) -> Result<Self, ConfigError> {
         let data_dir = PathBuf::from(raw.get("ENGRAM_DATA_DIR").unwrap_or("./data"));
-        let bind = parse_with(raw, "ENGRAM_BIND", "127.0.0.1:8000", |v| {
-            v.parse::<SocketAddr>().ok()
-        }, "set it to host:port such as 127.0.0.1:8000")?;
+        let bind = parse_with(
+            raw,
+            "ENGRAM_BIND",
+            "127.0.0.1:8000",
+            |v| v.parse::<SocketAddr>().ok(),
+            "set it to host:port such as 127.0.0.1:8000",
+        )?;
         let database = match raw.get("DATABASE_URL") {
-            None => DatabaseConfig::Sqlite {
-                path: data_dir.join("engram.db"),
-            },
+            None => DatabaseConfig::Sqlite { path: data_dir.join("engram.db") },
             Some(value) => parse_database_url(value)?,
         };
         let redis_url = raw
             .get("REDIS_URL")
-            .map(|v| {
-                parse_url(v, "REDIS_URL", &["redis", "rediss"], "redis://host:6379")
-            })
+            .map(|v| parse_url(v, "REDIS_URL", &["redis", "rediss"], "redis://host:6379"))
             .transpose()?;
         let s3 = parse_s3(raw)?;
-        let repo_cache_dir = raw
-            .get("REPO_CACHE_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| data_dir.join("repos"));
+        let repo_cache_dir =
+            raw.get("REPO_CACHE_DIR").map(PathBuf::from).unwrap_or_else(|| data_dir.join("repos"));
         let model_dir = raw
             .get("ENGRAM_MODEL_DIR")
             .map(PathBuf::from)
@@ -358,10 +343,7 @@ impl Config {
         };
         let jwt = match &self.jwt_secret {
             Some(_) => "****".to_string(),
-            None => format!(
-                "(unset: generated into {})",
-                self.data_dir.join(JWT_SECRET_FILE).display()
-            ),
+            None => format!("(unset: generated into {})", self.data_dir.join(JWT_SECRET_FILE).display()),
         };
         let values: Vec<(&str, Option<String>)> = vec![
             ("ENGRAM_DATA_DIR", Some(self.data_dir.display().to_string())),
@@ -383,26 +365,29 @@ impl Config {
             ("MAX_REPO_SIZE_MB", Some(self.max_repo_size_mb.to_string())),
             ("SYNC_INTERVAL_MINUTES", Some(self.sync_interval_minutes.to_string())),
             ("ENGRAM_MODEL_DIR", Some(self.model_dir.display().to_string())),
-            ("ENGRAM_CORS_ORIGINS", Some(match &self.cors_origins {
-                CorsOrigins::None => "(unset: no CORS)".to_string(),
-                CorsOrigins::Any => "*".to_string(),
-                CorsOrigins::List(list) => list.join(","),
-            })),
+            (
+                "ENGRAM_CORS_ORIGINS",
+                Some(match &self.cors_origins {
+                    CorsOrigins::None => "(unset: no CORS)".to_string(),
+                    CorsOrigins::Any => "*".to_string(),
+                    CorsOrigins::List(list) => list.join(","),
+                }),
+            ),
             ("ENGRAM_BODY_LIMIT_MB", Some((self.body_limit_bytes / (1024 * 1024)).to_string())),
             ("ENGRAM_REQUEST_TIMEOUT_SECS", Some(self.request_timeout.as_secs().to_string())),
             ("LOG_LEVEL", Some(self.log_level.clone())),
-            ("LOG_FORMAT", Some(match self.log_format {
-                LogFormat::Text => "text".to_string(),
-                LogFormat::Json => "json".to_string(),
-            })),
+            (
+                "LOG_FORMAT",
+                Some(match self.log_format {
+                    LogFormat::Text => "text".to_string(),
+                    LogFormat::Json => "json".to_string(),
+                }),
+            ),
         ];
         values
             .into_iter()
             .map(|(key, value)| {
-                let origin = raw
-                    .origin(key)
-                    .map(|o| o.to_string())
-                    .unwrap_or_else(|| "default".to_string());
+                let origin = raw.origin(key).map(|o| o.to_string()).unwrap_or_else(|| "default".to_string());
                 (key.to_string(), value.unwrap_or_else(|| "(unset)".into()), origin)
             })
             .collect()
@@ -434,13 +419,7 @@ fn parse_with<T>(
     parse(value).ok_or_else(|| ConfigError::new(key, format!("{value:?} is not valid; {fix}")))
 }
 
-fn parse_number(
-    raw: &RawConfig,
-    key: &str,
-    default: u64,
-    min: u64,
-    max: u64,
-) -> Result<u64, ConfigError> {
+fn parse_number(raw: &RawConfig, key: &str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
     let Some(value) = raw.get(key) else {
         return Ok(default);
     };
@@ -458,22 +437,15 @@ fn parse_bool(raw: &RawConfig, key: &str, default: bool) -> Result<bool, ConfigE
         None => Ok(default),
         Some("true" | "1" | "yes" | "on") => Ok(true),
         Some("false" | "0" | "no" | "off") => Ok(false),
-        Some(other) => Err(ConfigError::new(
-            key,
-            format!("{other:?} is not a boolean; set it to true or false"),
-        )),
+        Some(other) => {
+            Err(ConfigError::new(key, format!("{other:?} is not a boolean; set it to true or false")))
+        }
     }
 }
 
-fn parse_url(
-    value: &str,
-    key: &str,
-    schemes: &[&str],
-    example: &str,
-) -> Result<ConnectionUrl, ConfigError> {
-    let url = Url::parse(value).map_err(|e| {
-        ConfigError::new(key, format!("is not a URL ({e}); set it like {example}"))
-    })?;
+fn parse_url(value: &str, key: &str, schemes: &[&str], example: &str) -> Result<ConnectionUrl, ConfigError> {
+    let url = Url::parse(value)
+        .map_err(|e| ConfigError::new(key, format!("is not a URL ({e}); set it like {example}")))?;
     if !schemes.contains(&url.scheme()) {
         return Err(ConfigError::new(
             key,
@@ -491,10 +463,7 @@ fn parse_url(
 }
 
 fn parse_database_url(value: &str) -> Result<DatabaseConfig, ConfigError> {
-    if let Some(path) = value
-        .strip_prefix("sqlite://")
-        .or_else(|| value.strip_prefix("sqlite:"))
-    {
+    if let Some(path) = value.strip_prefix("sqlite://").or_else(|| value.strip_prefix("sqlite:")) {
         let path = path.split('?').next().unwrap_or(path);
         if path.is_empty() {
             return Err(ConfigError::new(
@@ -518,9 +487,7 @@ fn parse_s3(raw: &RawConfig) -> Result<Option<S3Config>, ConfigError> {
         return Ok(None);
     };
     let valid_bucket = (3..=63).contains(&bucket.len())
-        && bucket
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+        && bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
     if !valid_bucket {
         return Err(ConfigError::new(
             "S3_BUCKET",
@@ -585,10 +552,7 @@ mod tests {
         let config = config(&[]).unwrap();
         assert_eq!(config.bind.to_string(), "127.0.0.1:8000");
         assert_eq!(config.data_dir, PathBuf::from("./data"));
-        assert_eq!(
-            config.database,
-            DatabaseConfig::Sqlite { path: PathBuf::from("./data/engram.db") }
-        );
+        assert_eq!(config.database, DatabaseConfig::Sqlite { path: PathBuf::from("./data/engram.db") });
         assert!(config.redis_url.is_none() && config.s3.is_none());
         assert_eq!(config.repo_cache_dir, PathBuf::from("./data/repos"));
         assert_eq!(config.log_format, LogFormat::Text);
@@ -619,19 +583,17 @@ mod tests {
     fn s3_keys_come_in_pairs_and_prefix_is_normalised() {
         let err = config(&[("S3_BUCKET", "b1b"), ("AWS_ACCESS_KEY_ID", "k")]).unwrap_err();
         assert_eq!(err.key, "AWS_SECRET_ACCESS_KEY");
-        let s3 = config(&[("S3_BUCKET", "b1b"), ("S3_PREFIX", "/tenant/a/")])
-            .unwrap()
-            .s3
-            .unwrap();
+        let s3 = config(&[("S3_BUCKET", "b1b"), ("S3_PREFIX", "/tenant/a/")]).unwrap().s3.unwrap();
         assert_eq!(s3.prefix, "tenant/a/");
         assert_eq!(s3.region, "us-east-1");
     }
 
     #[test]
     fn environment_beats_dotenv_beats_toml() {
-        let toml = parse_toml("ENGRAM_BIND = \"127.0.0.1:1\"\nMAX_REPO_SIZE_MB = 7\nLOG_LEVEL = \"debug\"")
-            .unwrap();
-        let dotenv = vec![("ENGRAM_BIND".to_string(), "127.0.0.1:2".to_string()), ("LOG_LEVEL".into(), "warn".into())];
+        let toml =
+            parse_toml("ENGRAM_BIND = \"127.0.0.1:1\"\nMAX_REPO_SIZE_MB = 7\nLOG_LEVEL = \"debug\"").unwrap();
+        let dotenv =
+            vec![("ENGRAM_BIND".to_string(), "127.0.0.1:2".to_string()), ("LOG_LEVEL".into(), "warn".into())];
         let env = vec![("LOG_LEVEL".to_string(), "error".to_string())];
         let raw = RawConfig::layered(env, dotenv, toml);
         let config = Config::from_raw(&raw).unwrap();

@@ -20,10 +20,7 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn backend(backend: &'static str, source: impl Into<anyhow::Error>) -> Self {
-        Self::Backend {
-            backend,
-            source: source.into(),
-        }
+        Self::Backend { backend, source: source.into() }
     }
 }
 

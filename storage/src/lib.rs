@@ -51,12 +51,7 @@ impl Backends {
             ),
             None => Arc::new(LocalEventBus::new()),
         };
-        Ok(Self {
-            key_values: database.key_value_store(),
-            database,
-            blobs,
-            events,
-        })
+        Ok(Self { key_values: database.key_value_store(), database, blobs, events })
     }
 }
 
@@ -89,11 +84,7 @@ pub fn jwt_secret(config: &Config) -> anyhow::Result<Secret> {
 fn write_private_file(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
     file.write_all(contents.as_bytes())?;
     file.sync_all()
 }

@@ -14,9 +14,9 @@ use crate::config::{Config, RawConfig, S3Config, Secret};
 pub fn service_var(name: &str) -> Option<String> {
     match std::env::var(name) {
         Ok(value) if !value.is_empty() => Some(value),
-        _ if std::env::var("ENGRAM_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") => panic!(
-            "{name} is unset: run `scripts/services.sh up` and `eval \"$(scripts/services.sh env)\"`"
-        ),
+        _ if std::env::var("ENGRAM_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") => {
+            panic!("{name} is unset: run `scripts/services.sh up` and `eval \"$(scripts/services.sh env)\"`")
+        }
         _ => {
             eprintln!("skipped: {name} is unset (run scripts/services.sh up to test this backend)");
             None

@@ -63,11 +63,13 @@ async fn create_if_absent_refuses_an_existing_key(store: Arc<dyn BlobStore>) {
 async fn update_with_a_stale_etag_is_refused(store: Arc<dyn BlobStore>) {
     let k = key("doc.txt");
     let first = store.put(&k, Bytes::from_static(b"v1"), Condition::Absent).await.unwrap();
-    let second = store.put(&k, Bytes::from_static(b"v2"), Condition::Matches(first.etag.clone())).await.unwrap();
+    let second =
+        store.put(&k, Bytes::from_static(b"v2"), Condition::Matches(first.etag.clone())).await.unwrap();
     assert_eq!(second.etag, md5_hex(b"v2"));
     let stale = store.put(&k, Bytes::from_static(b"v3"), Condition::Matches(first.etag)).await;
     assert!(is_precondition(&stale), "{stale:?}");
-    let missing = store.put(&key("nothing.txt"), Bytes::from_static(b"x"), Condition::Matches(second.etag)).await;
+    let missing =
+        store.put(&key("nothing.txt"), Bytes::from_static(b"x"), Condition::Matches(second.etag)).await;
     assert!(is_precondition(&missing), "If-Match on a missing key: {missing:?}");
     assert_eq!(store.get(&k).await.unwrap().unwrap().body, Bytes::from_static(b"v2"));
 }
@@ -83,7 +85,8 @@ async fn concurrent_updates_from_one_etag_have_one_winner(store: Arc<dyn BlobSto
                 store.put(&k, body, Condition::Matches(etag)).await
             })
         });
-        let results: Vec<_> = futures::future::join_all(writers).await.into_iter().map(Result::unwrap).collect();
+        let results: Vec<_> =
+            futures::future::join_all(writers).await.into_iter().map(Result::unwrap).collect();
         let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
         let refused = results.iter().filter(|r| is_precondition(r)).count();
         assert_eq!((winners.len(), refused), (1, 31), "round {round}: {results:?}");

@@ -84,10 +84,7 @@ async fn concurrent_updates_from_one_version_have_one_winner(database: Database)
         });
         let results = futures::future::join_all(attempts).await;
         let winners: Vec<_> = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).collect();
-        let losers = results
-            .iter()
-            .filter(|r| matches!(r, Ok(Err(StoreError::PreconditionFailed))))
-            .count();
+        let losers = results.iter().filter(|r| matches!(r, Ok(Err(StoreError::PreconditionFailed)))).count();
         assert_eq!((winners.len(), losers), (1, 31), "round {round}: {results:?}");
         assert_eq!(store.get("ns", &key).await.unwrap().unwrap().version, base + 1);
     }
@@ -112,7 +109,8 @@ async fn list_pages_by_prefix_in_key_order(database: Database) {
         store.put("ns", key, &json!(key), Expect::Any).await.unwrap();
     }
     store.put("other", "b/9", &json!(0), Expect::Any).await.unwrap();
-    let keys = |page: Vec<(String, storage::sql::Versioned)>| page.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    let keys =
+        |page: Vec<(String, storage::sql::Versioned)>| page.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
     assert_eq!(keys(store.list("ns", "b/", None, 2).await.unwrap()), ["b/1", "b/2"]);
     assert_eq!(keys(store.list("ns", "b/", Some("b/2"), 10).await.unwrap()), ["b/3"]);
     // LIKE wildcards in a prefix are plain characters.

@@ -1,11 +1,11 @@
 //! The dashboard's landing page at `/`: which backends serve this process and where to go.
 
 use askama::Template;
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 
 use crate::error::ApiError;
 use crate::state::AppState;

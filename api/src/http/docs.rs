@@ -55,7 +55,8 @@ const SWAGGER_PAGE: &str = r#"<!doctype html>
 </html>
 "#;
 
-const SWAGGER_INIT: &str = "window.ui = SwaggerUIBundle({ url: '/openapi.json', dom_id: '#swagger-ui', deepLinking: true });\n";
+const SWAGGER_INIT: &str =
+    "window.ui = SwaggerUIBundle({ url: '/openapi.json', dom_id: '#swagger-ui', deepLinking: true });\n";
 
 const REDOC_PAGE: &str = r#"<!doctype html>
 <html lang="en">
@@ -73,15 +74,13 @@ const REDOC_PAGE: &str = r#"<!doctype html>
 async fn asset(Path(file): Path<String>) -> Result<Response, ApiError> {
     let (content_type, body): (&str, &'static [u8]) = match file.as_str() {
         "swagger-ui.css" => ("text/css; charset=utf-8", include_bytes!("../../assets/vendor/swagger-ui.css")),
-        "swagger-ui-bundle.js" => (
-            "text/javascript; charset=utf-8",
-            include_bytes!("../../assets/vendor/swagger-ui-bundle.js"),
-        ),
+        "swagger-ui-bundle.js" => {
+            ("text/javascript; charset=utf-8", include_bytes!("../../assets/vendor/swagger-ui-bundle.js"))
+        }
         "swagger-init.js" => ("text/javascript; charset=utf-8", SWAGGER_INIT.as_bytes()),
-        "redoc.standalone.js" => (
-            "text/javascript; charset=utf-8",
-            include_bytes!("../../assets/vendor/redoc.standalone.js"),
-        ),
+        "redoc.standalone.js" => {
+            ("text/javascript; charset=utf-8", include_bytes!("../../assets/vendor/redoc.standalone.js"))
+        }
         _ => return Err(ApiError::not_found("no such documentation asset")),
     };
     Ok(([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=86400")], body)

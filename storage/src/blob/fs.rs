@@ -44,10 +44,7 @@ impl FilesystemBlobStore {
         fs::create_dir_all(&root)
             .map_err(|e| anyhow::anyhow!("cannot create blob directory {}: {e}", root.display()))?;
         Ok(Self {
-            inner: Arc::new(Inner {
-                root,
-                locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
-            }),
+            inner: Arc::new(Inner { root, locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect() }),
         })
     }
 
@@ -98,7 +95,12 @@ impl Inner {
     }
 
     /// Reads an object's metadata, and its content when `with_body`.
-    fn read(&self, key: &BlobKey, path: &Path, with_body: bool) -> StoreResult<Option<(BlobMeta, Option<Vec<u8>>)>> {
+    fn read(
+        &self,
+        key: &BlobKey,
+        path: &Path,
+        with_body: bool,
+    ) -> StoreResult<Option<(BlobMeta, Option<Vec<u8>>)>> {
         let mut file = match File::open(path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -159,10 +161,8 @@ impl Inner {
             let _ = fs::remove_file(&temp);
             return Err(io_error(e));
         }
-        let last_modified: DateTime<Utc> = fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .map_err(io_error)?
-            .into();
+        let last_modified: DateTime<Utc> =
+            fs::metadata(&path).and_then(|m| m.modified()).map_err(io_error)?.into();
         Ok(BlobMeta {
             key: key.as_str().to_string(),
             etag: super::md5_hex(body),
@@ -240,10 +240,9 @@ impl BlobStore for FilesystemBlobStore {
         let key = key.clone();
         self.blocking(move |inner| {
             let path = inner.object_path(&key)?;
-            Ok(inner.read(&key, &path, true)?.map(|(meta, body)| Blob {
-                meta,
-                body: Bytes::from(body.unwrap_or_default()),
-            }))
+            Ok(inner
+                .read(&key, &path, true)?
+                .map(|(meta, body)| Blob { meta, body: Bytes::from(body.unwrap_or_default()) }))
         })
         .await
     }

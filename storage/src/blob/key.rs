@@ -73,8 +73,18 @@ mod tests {
         let long_segment = "x".repeat(201);
         let long_key = ["y"; 600].join("/");
         for bad in [
-            "", "/etc/passwd", "a/../b", "..", "a/./b", "a//b", "a/", "a\0b", "a\nb", "tab\there",
-            long_segment.as_str(), long_key.as_str(),
+            "",
+            "/etc/passwd",
+            "a/../b",
+            "..",
+            "a/./b",
+            "a//b",
+            "a/",
+            "a\0b",
+            "a\nb",
+            "tab\there",
+            long_segment.as_str(),
+            long_key.as_str(),
         ] {
             assert!(BlobKey::parse(bad).is_err(), "{bad:?} was accepted");
         }

@@ -72,7 +72,13 @@ impl S3BlobStore {
         format!("{}{key}", self.prefix)
     }
 
-    fn meta(&self, object_key: &str, etag: Option<&str>, size: Option<i64>, modified: Option<&aws_sdk_s3::primitives::DateTime>) -> BlobMeta {
+    fn meta(
+        &self,
+        object_key: &str,
+        etag: Option<&str>,
+        size: Option<i64>,
+        modified: Option<&aws_sdk_s3::primitives::DateTime>,
+    ) -> BlobMeta {
         BlobMeta {
             key: object_key.strip_prefix(&self.prefix).unwrap_or(object_key).to_string(),
             etag: etag.unwrap_or_default().trim_matches('"').to_ascii_lowercase(),
@@ -164,19 +170,19 @@ impl BlobStore for S3BlobStore {
             Err(e) => return Err(backend_error(e)),
         };
         let meta = self.meta(&object_key, output.e_tag(), output.content_length(), output.last_modified());
-        let body = output
-            .body
-            .collect()
-            .await
-            .map_err(|e| StoreError::backend("s3", e))?
-            .into_bytes();
+        let body = output.body.collect().await.map_err(|e| StoreError::backend("s3", e))?.into_bytes();
         Ok(Some(Blob { meta: BlobMeta { size: body.len() as u64, ..meta }, body }))
     }
 
     async fn head(&self, key: &BlobKey) -> StoreResult<Option<BlobMeta>> {
         let object_key = self.object_key(key.as_str());
         match self.client.head_object().bucket(&self.bucket).key(&object_key).send().await {
-            Ok(output) => Ok(Some(self.meta(&object_key, output.e_tag(), output.content_length(), output.last_modified()))),
+            Ok(output) => Ok(Some(self.meta(
+                &object_key,
+                output.e_tag(),
+                output.content_length(),
+                output.last_modified(),
+            ))),
             Err(e) if http_status(&e) == Some(404) => Ok(None),
             Err(e) => Err(backend_error(e)),
         }

@@ -48,10 +48,7 @@ impl EventBus for LocalEventBus {
     async fn subscribe(&self, topic: &str) -> StoreResult<EventStream> {
         let receiver = {
             let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
-            topics
-                .entry(topic.to_string())
-                .or_insert_with(|| broadcast::channel(CAPACITY).0)
-                .subscribe()
+            topics.entry(topic.to_string()).or_insert_with(|| broadcast::channel(CAPACITY).0).subscribe()
         };
         let topic = topic.to_string();
         Ok(BroadcastStream::new(receiver)

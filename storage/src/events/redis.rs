@@ -24,12 +24,10 @@ fn redis_error(e: redis::RedisError) -> StoreError {
 impl RedisEventBus {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)?;
-        let publisher = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            ConnectionManager::new(client.clone()),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer within 5 s"))??;
+        let publisher =
+            tokio::time::timeout(std::time::Duration::from_secs(5), ConnectionManager::new(client.clone()))
+                .await
+                .map_err(|_| anyhow::anyhow!("no answer within 5 s"))??;
         Ok(Self { client, publisher })
     }
 }
@@ -43,10 +41,8 @@ impl EventBus for RedisEventBus {
     async fn publish(&self, topic: &str, payload: Value) -> StoreResult<()> {
         let body = serde_json::to_string(&payload).map_err(|e| StoreError::backend("redis", e))?;
         let mut connection = self.publisher.clone();
-        let _receivers: i64 = connection
-            .publish(format!("{CHANNEL_PREFIX}{topic}"), body)
-            .await
-            .map_err(redis_error)?;
+        let _receivers: i64 =
+            connection.publish(format!("{CHANNEL_PREFIX}{topic}"), body).await.map_err(redis_error)?;
         Ok(())
     }
 

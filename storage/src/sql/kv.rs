@@ -84,16 +84,9 @@ macro_rules! sql_key_value_store {
         #[async_trait]
         impl KeyValueStore for $name {
             async fn get(&self, namespace: &str, key: &str) -> StoreResult<Option<Versioned>> {
-                let row: Option<(Json<Value>, i64, DateTime<Utc>)> = sqlx::query_as(GET)
-                    .bind(namespace)
-                    .bind(key)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                Ok(row.map(|(value, version, updated_at)| Versioned {
-                    value: value.0,
-                    version,
-                    updated_at,
-                }))
+                let row: Option<(Json<Value>, i64, DateTime<Utc>)> =
+                    sqlx::query_as(GET).bind(namespace).bind(key).fetch_optional(&self.pool).await?;
+                Ok(row.map(|(value, version, updated_at)| Versioned { value: value.0, version, updated_at }))
             }
 
             async fn put(
