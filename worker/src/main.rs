@@ -18,6 +18,7 @@ struct Args {
 async fn main() {
     let args = Args::parse();
     let (config, _) = load_config_or_exit();
+    let shutdown = shutdown_signal();
     let backends = storage::Backends::connect(&config)
         .await
         .unwrap_or_else(|e| exit_with(EXIT_STARTUP, &format!("{e:#}")));
@@ -31,6 +32,6 @@ async fn main() {
         kinds = ?args.kinds,
         "engram-worker connected; waiting for shutdown"
     );
-    shutdown_signal().await;
+    shutdown.await;
     backends.database.close().await;
 }

@@ -26,13 +26,16 @@ pub fn exit_with(code: i32, message: &str) -> ! {
     std::process::exit(code)
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("can install a SIGTERM handler");
-    tokio::select! {
-        _ = interrupt => tracing::info!("SIGINT received, shutting down"),
-        _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
+/// Installs SIGINT and SIGTERM handlers now (so a signal that arrives during start-up is not
+/// fatal) and returns a future that resolves on the first of them.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).expect("can install a SIGINT handler");
+    let mut terminate = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
+    async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT received, shutting down"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
+        }
     }
 }
