@@ -33,12 +33,15 @@ async fn main() {
         }
         Command::Serve => {
             let shutdown = shutdown_signal();
+            let config_is_text_logs = config.log_format == storage::config::LogFormat::Text;
             let app = api::Application::build(config)
                 .await
                 .unwrap_or_else(|e| exit_with(EXIT_STARTUP, &format!("{e:#}")));
             let url = format!("http://{}", app.local_addr());
             tracing::info!(%url, in_process_workers = !cli.no_worker, "engram-api listening");
-            eprintln!("Engram is up: dashboard {url}/  API docs {url}/docs  health {url}/health");
+            if config_is_text_logs {
+                eprintln!("Engram is up: dashboard {url}/  API docs {url}/docs  health {url}/health");
+            }
             if let Err(e) = app.run_until(shutdown).await {
                 exit_with(EXIT_STARTUP, &format!("server stopped: {e}"));
             }

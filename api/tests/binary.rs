@@ -219,3 +219,27 @@ async fn docs_pages_render_in_headless_chromium() {
         "Redoc rendered the spec:\n{redoc:.2000}"
     );
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut env = base_env(data_dir.path(), port);
+    env.push(("LOG_FORMAT".into(), "json".into()));
+    let mut child = engram_api(&[], &env).spawn().unwrap();
+    wait_until_up(&format!("http://127.0.0.1:{port}/health"), Duration::from_secs(30)).await;
+    std::process::Command::new("kill").args(["-TERM", &child.id().unwrap().to_string()]).status().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    while let Ok(Some(line)) = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await.unwrap()
+    {
+        let record: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(record["level"].is_string() && record["timestamp"].is_string(), "{record}");
+        seen.push(record["message"].as_str().unwrap_or_default().to_string());
+    }
+    for expected in ["engram-api listening", "finished processing request", "SIGTERM received, shutting down"]
+    {
+        assert!(seen.iter().any(|m| m.contains(expected)), "{expected} in {seen:?}");
+    }
+}

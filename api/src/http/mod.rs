@@ -6,6 +6,8 @@ pub mod dashboard;
 pub mod docs;
 pub mod health;
 pub mod metrics;
+#[cfg(test)]
+mod tests;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
@@ -24,12 +26,18 @@ use crate::error::{ErrorFamily, not_found, reshape_errors};
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
-    let config = state.config.clone();
-    let router = Router::new()
+    let routes = Router::new()
         .merge(dashboard::router())
         .merge(health::router())
         .merge(metrics::router())
-        .merge(docs::router())
+        .merge(docs::router());
+    with_platform_layers(routes, state)
+}
+
+/// Puts `routes` behind the layers every request passes, with the 404 fallback.
+pub(crate) fn with_platform_layers(routes: Router<AppState>, state: AppState) -> Router {
+    let config = state.config.clone();
+    let router = routes
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
         .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
