@@ -8,7 +8,7 @@ RUN cargo build --release --locked -p api -p worker --bin engram-api --bin engra
 
 FROM debian:bookworm-slim
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates git \
+    && apt-get install -y --no-install-recommends ca-certificates curl git \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --home /data --create-home engram
 COPY --from=build /src/target/release/engram-api /src/target/release/engram-worker /usr/local/bin/
@@ -16,5 +16,5 @@ USER engram
 WORKDIR /data
 ENV ENGRAM_DATA_DIR=/data ENGRAM_BIND=0.0.0.0:8000
 EXPOSE 8000
-HEALTHCHECK --interval=30s --timeout=5s CMD ["/bin/sh", "-c", "exec 3<>/dev/tcp/127.0.0.1/8000"]
+HEALTHCHECK --interval=30s --timeout=5s CMD ["curl", "-fsS", "http://127.0.0.1:8000/ready"]
 ENTRYPOINT ["engram-api"]
