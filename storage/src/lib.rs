@@ -5,6 +5,7 @@ pub mod blob;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod ids;
 pub mod sql;
 #[cfg(feature = "testing")]
 pub mod testing;

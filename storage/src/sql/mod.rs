@@ -1,7 +1,9 @@
 //! The SQL database: one SQLite file (embedded default) or PostgreSQL + pgvector (scale-out),
 //! connected, migrated at start, and handed to the stores built on it.
 
+mod jobs;
 mod kv;
+mod millis;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -13,7 +15,11 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use jobs::{
+    AttemptOutcome, Job, JobFilter, JobStatus, JobStore, KindStats, LogLine, NewJob, PostgresJobs, SqliteJobs,
+};
 pub use kv::{Expect, KeyValueStore, PostgresKv, SqliteKv, Versioned};
+pub use millis::{from_millis, to_millis};
 
 use crate::config::DatabaseConfig;
 
@@ -106,6 +112,13 @@ impl Database {
         match self {
             Database::Sqlite(pool) => Arc::new(SqliteKv::new(pool.clone())),
             Database::Postgres(pool) => Arc::new(PostgresKv::new(pool.clone())),
+        }
+    }
+
+    pub fn job_store(&self) -> Arc<dyn JobStore> {
+        match self {
+            Database::Sqlite(pool) => Arc::new(SqliteJobs::new(pool.clone())),
+            Database::Postgres(pool) => Arc::new(PostgresJobs::new(pool.clone())),
         }
     }
 

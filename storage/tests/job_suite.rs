@@ -1,0 +1,260 @@
+//! The job record store conformance suite, run on SQLite and on PostgreSQL.
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use serde_json::json;
+use storage::config::{Config, DatabaseConfig, RawConfig};
+use storage::sql::{AttemptOutcome, Database, JobFilter, JobStatus, JobStore, LogLine, NewJob};
+
+macro_rules! job_suite {
+    ($backend:ident, $open:path) => {
+        mod $backend {
+            job_suite!(@cases $open; create_get_and_idempotency, create_many_in_one_transaction,
+                list_filters_and_pages_newest_first, one_claim_wins, attempt_outcomes,
+                a_stale_worker_cannot_finish, cancel_queued_and_running, retry_failed_dead_and_cancelled,
+                requeue_a_stopped_workers_jobs, due_jobs_oldest_first, logs_in_order_and_paged,
+                stats_per_kind);
+        }
+    };
+    (@cases $open:path; $($case:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let Some(store) = $open().await else { return };
+                super::$case(store).await;
+            }
+        )*
+    };
+}
+
+job_suite!(sqlite, super::open_sqlite);
+job_suite!(postgres, super::open_postgres);
+
+async fn open_sqlite() -> Option<Arc<dyn JobStore>> {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let database = Database::connect(&DatabaseConfig::Sqlite { path: dir.join("engram.db") }).await.unwrap();
+    Some(database.job_store())
+}
+
+async fn open_postgres() -> Option<Arc<dyn JobStore>> {
+    let url = storage::testing::fresh_postgres_url().await?;
+    let config = Config::from_raw(&RawConfig::layered([("DATABASE_URL".to_string(), url)], [], [])).unwrap();
+    Some(Database::connect(&config.database).await.unwrap().job_store())
+}
+
+fn new_job(kind: &str, owner: &str) -> NewJob {
+    NewJob {
+        id: storage::ids::new_id(),
+        kind: kind.into(),
+        owner: owner.into(),
+        payload: json!({"n": 1}),
+        max_attempts: 3,
+        priority: 0,
+        run_at: Utc::now(),
+        parent_id: None,
+        idempotency_key: None,
+    }
+}
+
+async fn create_get_and_idempotency(store: Arc<dyn JobStore>) {
+    let mut job = new_job("noop", "alice");
+    job.payload = json!({"text": "ünï", "list": [1, 2]});
+    job.priority = 7;
+    let (created, fresh) = store.create(job.clone()).await.unwrap();
+    assert!(fresh);
+    assert_eq!((created.status, created.attempt, created.priority), (JobStatus::Queued, 0, 7));
+    assert_eq!(store.get(&job.id).await.unwrap().unwrap(), created);
+    assert!(store.get("nope").await.unwrap().is_none());
+
+    let keyed = NewJob { idempotency_key: Some("k1".into()), ..new_job("noop", "alice") };
+    let (first, _) = store.create(keyed.clone()).await.unwrap();
+    let again = NewJob { id: storage::ids::new_id(), ..keyed.clone() };
+    let (second, fresh) = store.create(again).await.unwrap();
+    assert!(!fresh);
+    assert_eq!(second.id, first.id, "same owner and key: the existing job");
+    let other_owner = NewJob { id: storage::ids::new_id(), owner: "bob".into(), ..keyed };
+    let (third, fresh) = store.create(other_owner).await.unwrap();
+    assert!(fresh && third.id != first.id, "keys are per owner");
+}
+
+async fn create_many_in_one_transaction(store: Arc<dyn JobStore>) {
+    let jobs: Vec<_> = (0..250).map(|_| new_job("noop", "alice")).collect();
+    let created = store.create_many(jobs).await.unwrap();
+    assert_eq!(created.len(), 250);
+    assert!(created.iter().all(|(_, fresh)| *fresh));
+    let listed = store.list(&JobFilter { limit: 1000, ..Default::default() }).await.unwrap();
+    assert_eq!(listed.len(), 250);
+}
+
+async fn list_filters_and_pages_newest_first(store: Arc<dyn JobStore>) {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let job = new_job(if i % 2 == 0 { "even" } else { "odd" }, if i < 4 { "alice" } else { "bob" });
+        ids.push(store.create(job).await.unwrap().0.id);
+    }
+    let page = |filter: JobFilter| {
+        let store = store.clone();
+        async move { store.list(&filter).await.unwrap().into_iter().map(|j| j.id).collect::<Vec<_>>() }
+    };
+    let all = page(JobFilter { limit: 10, ..Default::default() }).await;
+    assert_eq!(all, ids.iter().rev().cloned().collect::<Vec<_>>());
+    let first_two = page(JobFilter { limit: 2, ..Default::default() }).await;
+    let next =
+        page(JobFilter { limit: 2, before_id: Some(first_two[1].clone()), ..Default::default() }).await;
+    assert_eq!([first_two, next].concat(), all[..4].to_vec());
+    assert_eq!(page(JobFilter { kind: Some("odd".into()), limit: 10, ..Default::default() }).await.len(), 2);
+    assert_eq!(
+        page(JobFilter { owner: Some("bob".into()), limit: 10, ..Default::default() }).await,
+        vec![ids[4].clone()]
+    );
+    store.claim(&ids[0], "w").await.unwrap().unwrap();
+    let running = page(JobFilter { status: Some(JobStatus::Running), limit: 10, ..Default::default() }).await;
+    assert_eq!(running, vec![ids[0].clone()]);
+}
+
+async fn one_claim_wins(store: Arc<dyn JobStore>) {
+    let (job, _) = store.create(new_job("noop", "alice")).await.unwrap();
+    let claims = (0..8).map(|i| {
+        let (store, id) = (store.clone(), job.id.clone());
+        tokio::spawn(async move { store.claim(&id, &format!("worker-{i}")).await.unwrap() })
+    });
+    let won: Vec<_> =
+        futures::future::join_all(claims).await.into_iter().filter_map(|r| r.unwrap()).collect();
+    assert_eq!(won.len(), 1);
+    assert_eq!((won[0].status, won[0].attempt), (JobStatus::Running, 1));
+    assert!(won[0].started_at.is_some());
+}
+
+async fn attempt_outcomes(store: Arc<dyn JobStore>) {
+    let (a, _) = store.create(new_job("noop", "o")).await.unwrap();
+    store.claim(&a.id, "w").await.unwrap().unwrap();
+    store.set_progress(&a.id, 40, Some("halfway")).await.unwrap();
+    let running = store.get(&a.id).await.unwrap().unwrap();
+    assert_eq!((running.progress, running.progress_message.as_deref()), (40, Some("halfway")));
+    assert!(store.finish_attempt(&a.id, "w", AttemptOutcome::Succeeded(json!({"ok": true}))).await.unwrap());
+    let done = store.get(&a.id).await.unwrap().unwrap();
+    assert_eq!(
+        (done.status, done.progress, done.result),
+        (JobStatus::Succeeded, 100, Some(json!({"ok": true})))
+    );
+    assert!(done.finished_at.is_some());
+
+    let (b, _) = store.create(new_job("noop", "o")).await.unwrap();
+    store.claim(&b.id, "w").await.unwrap().unwrap();
+    let retry_at = Utc::now() + Duration::seconds(30);
+    let failed = AttemptOutcome::Failed { error: "boom".into(), retry_at: Some(retry_at) };
+    assert!(store.finish_attempt(&b.id, "w", failed).await.unwrap());
+    let b_now = store.get(&b.id).await.unwrap().unwrap();
+    assert_eq!((b_now.status, b_now.last_error.as_deref()), (JobStatus::Failed, Some("boom")));
+    assert_eq!(b_now.run_at.timestamp_millis(), retry_at.timestamp_millis());
+    let again = store.claim(&b.id, "w2").await.unwrap().unwrap();
+    assert_eq!(again.attempt, 2, "a failed job is claimed again for its next attempt");
+    let dead = AttemptOutcome::Failed { error: "still boom".into(), retry_at: None };
+    assert!(store.finish_attempt(&b.id, "w2", dead).await.unwrap());
+    assert_eq!(store.get(&b.id).await.unwrap().unwrap().status, JobStatus::Dead);
+}
+
+async fn a_stale_worker_cannot_finish(store: Arc<dyn JobStore>) {
+    let (job, _) = store.create(new_job("noop", "o")).await.unwrap();
+    store.claim(&job.id, "old").await.unwrap().unwrap();
+    store.requeue_worker_jobs("old").await.unwrap();
+    store.claim(&job.id, "new").await.unwrap().unwrap();
+    assert!(!store.finish_attempt(&job.id, "old", AttemptOutcome::Succeeded(json!(1))).await.unwrap());
+    assert_eq!(store.get(&job.id).await.unwrap().unwrap().status, JobStatus::Running);
+    assert!(store.finish_attempt(&job.id, "new", AttemptOutcome::Succeeded(json!(2))).await.unwrap());
+}
+
+async fn cancel_queued_and_running(store: Arc<dyn JobStore>) {
+    let (queued, _) = store.create(new_job("noop", "o")).await.unwrap();
+    let cancelled = store.cancel(&queued.id).await.unwrap().unwrap();
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    assert!(store.claim(&queued.id, "w").await.unwrap().is_none(), "a cancelled job is not claimed");
+
+    let (running, _) = store.create(new_job("noop", "o")).await.unwrap();
+    store.claim(&running.id, "w").await.unwrap().unwrap();
+    let asked = store.cancel(&running.id).await.unwrap().unwrap();
+    assert_eq!((asked.status, asked.cancel_requested), (JobStatus::Running, true));
+    assert!(store.finish_attempt(&running.id, "w", AttemptOutcome::Cancelled).await.unwrap());
+    assert_eq!(store.get(&running.id).await.unwrap().unwrap().status, JobStatus::Cancelled);
+
+    let (done, _) = store.create(new_job("noop", "o")).await.unwrap();
+    store.claim(&done.id, "w").await.unwrap();
+    store.finish_attempt(&done.id, "w", AttemptOutcome::Succeeded(json!(null))).await.unwrap();
+    assert_eq!(store.cancel(&done.id).await.unwrap().unwrap().status, JobStatus::Succeeded, "finished stays");
+    assert!(store.cancel("missing").await.unwrap().is_none());
+}
+
+async fn retry_failed_dead_and_cancelled(store: Arc<dyn JobStore>) {
+    let (job, _) = store.create(NewJob { max_attempts: 1, ..new_job("noop", "o") }).await.unwrap();
+    store.claim(&job.id, "w").await.unwrap();
+    store
+        .finish_attempt(&job.id, "w", AttemptOutcome::Failed { error: "x".into(), retry_at: None })
+        .await
+        .unwrap();
+    let retried = store.retry(&job.id).await.unwrap().unwrap();
+    assert_eq!((retried.status, retried.max_attempts), (JobStatus::Queued, 2), "one more attempt allowed");
+    assert!(store.retry(&job.id).await.unwrap().is_none(), "a queued job is not retried");
+    let claimed = store.claim(&job.id, "w").await.unwrap().unwrap();
+    assert_eq!(claimed.attempt, 2);
+}
+
+async fn requeue_a_stopped_workers_jobs(store: Arc<dyn JobStore>) {
+    let mut ids = Vec::new();
+    for worker in ["gone", "gone", "alive"] {
+        let (job, _) = store.create(new_job("noop", "o")).await.unwrap();
+        store.claim(&job.id, worker).await.unwrap().unwrap();
+        ids.push(job.id);
+    }
+    let requeued = store.requeue_worker_jobs("gone").await.unwrap();
+    assert_eq!(requeued.len(), 2);
+    assert!(requeued.iter().all(|j| j.status == JobStatus::Queued && j.worker_id.is_none()));
+    assert_eq!(store.get(&ids[2]).await.unwrap().unwrap().status, JobStatus::Running);
+}
+
+async fn due_jobs_oldest_first(store: Arc<dyn JobStore>) {
+    let now = Utc::now();
+    let later = NewJob { run_at: now + Duration::hours(1), ..new_job("noop", "o") };
+    let earlier = NewJob { run_at: now - Duration::seconds(10), ..new_job("noop", "o") };
+    let earliest = NewJob { run_at: now - Duration::seconds(20), ..new_job("noop", "o") };
+    for job in [later, earlier.clone(), earliest.clone()] {
+        store.create(job).await.unwrap();
+    }
+    let due: Vec<_> = store.due_jobs(now, 10).await.unwrap().into_iter().map(|j| j.id).collect();
+    assert_eq!(due, vec![earliest.id, earlier.id]);
+}
+
+async fn logs_in_order_and_paged(store: Arc<dyn JobStore>) {
+    let (job, _) = store.create(new_job("noop", "o")).await.unwrap();
+    assert_eq!(store.last_log_seq(&job.id).await.unwrap(), 0);
+    let lines: Vec<LogLine> = (1..=25)
+        .map(|seq| LogLine { seq, at: Utc::now(), level: "info".into(), line: format!("line {seq} ✓") })
+        .collect();
+    store.append_logs(&job.id, &lines[..10]).await.unwrap();
+    store.append_logs(&job.id, &lines[5..]).await.unwrap();
+    assert_eq!(store.last_log_seq(&job.id).await.unwrap(), 25);
+    let page = store.logs(&job.id, 20, 3).await.unwrap();
+    assert_eq!(page.iter().map(|l| l.seq).collect::<Vec<_>>(), [21, 22, 23]);
+    assert_eq!(page[0].line, "line 21 ✓");
+    assert_eq!(store.logs(&job.id, 0, 100).await.unwrap().len(), 25, "a repeated seq is stored once");
+}
+
+async fn stats_per_kind(store: Arc<dyn JobStore>) {
+    for _ in 0..3 {
+        store.create(new_job("alpha", "o")).await.unwrap();
+    }
+    let (done, _) = store.create(new_job("beta", "o")).await.unwrap();
+    store.claim(&done.id, "w").await.unwrap();
+    store.finish_attempt(&done.id, "w", AttemptOutcome::Succeeded(json!(1))).await.unwrap();
+    let (dead, _) = store.create(new_job("beta", "o")).await.unwrap();
+    store.claim(&dead.id, "w").await.unwrap();
+    store
+        .finish_attempt(&dead.id, "w", AttemptOutcome::Failed { error: "x".into(), retry_at: None })
+        .await
+        .unwrap();
+    let stats = store.kind_stats(Utc::now()).await.unwrap();
+    let alpha = stats.iter().find(|s| s.kind == "alpha").unwrap();
+    let beta = stats.iter().find(|s| s.kind == "beta").unwrap();
+    assert_eq!((alpha.queued, alpha.running, alpha.dead), (3, 0, 0));
+    assert_eq!((beta.dead, beta.succeeded_last_minute, beta.succeeded_last_hour), (1, 1, 1));
+}
