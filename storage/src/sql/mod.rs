@@ -4,6 +4,8 @@
 mod jobs;
 mod kv;
 mod millis;
+mod schedules;
+mod workers;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -20,6 +22,8 @@ pub use jobs::{
 };
 pub use kv::{Expect, KeyValueStore, PostgresKv, SqliteKv, Versioned};
 pub use millis::{from_millis, to_millis};
+pub use schedules::{PostgresSchedules, Schedule, ScheduleStore, SqliteSchedules};
+pub use workers::{PostgresWorkers, SqliteWorkers, WorkerRecord, WorkerStore};
 
 use crate::config::DatabaseConfig;
 
@@ -119,6 +123,20 @@ impl Database {
         match self {
             Database::Sqlite(pool) => Arc::new(SqliteJobs::new(pool.clone())),
             Database::Postgres(pool) => Arc::new(PostgresJobs::new(pool.clone())),
+        }
+    }
+
+    pub fn worker_store(&self) -> Arc<dyn WorkerStore> {
+        match self {
+            Database::Sqlite(pool) => Arc::new(SqliteWorkers::new(pool.clone())),
+            Database::Postgres(pool) => Arc::new(PostgresWorkers::new(pool.clone())),
+        }
+    }
+
+    pub fn schedule_store(&self) -> Arc<dyn ScheduleStore> {
+        match self {
+            Database::Sqlite(pool) => Arc::new(SqliteSchedules::new(pool.clone())),
+            Database::Postgres(pool) => Arc::new(PostgresSchedules::new(pool.clone())),
         }
     }
 
