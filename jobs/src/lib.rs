@@ -1,6 +1,16 @@
-//! The work Engram does in the background. For now: the job queue backend that `/health`
-//! reports on; job kinds, payloads and handlers build on it.
+//! The work Engram does in the background: job kinds and their handlers, the context they
+//! run with, the engine that submits, runs, retries and cancels them, and the queue
+//! backends that deliver them.
 
+pub mod backoff;
+pub mod context;
+pub mod delivery;
+pub mod events;
+pub mod kinds;
+pub mod logs;
 pub mod queue;
+pub mod runner;
 
+pub use context::JobContext;
+pub use kinds::{JobError, Kind, Policy, Registry};
 pub use queue::QueueBackend;

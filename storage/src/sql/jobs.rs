@@ -105,7 +105,7 @@ pub struct JobFilter {
     pub limit: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogLine {
     pub seq: i64,
     pub at: DateTime<Utc>,

@@ -1,0 +1,106 @@
+//! What a handler gets besides its payload: its job's id and attempt, progress and log
+//! reporting, and cooperative cancellation (including killing a child process).
+
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use storage::sql::{JobStore, LogLine};
+use tokio_util::sync::CancellationToken;
+
+use crate::events::JobEvent;
+use crate::kinds::JobError;
+use crate::logs::LogWriter;
+
+pub struct JobContext {
+    job_id: String,
+    attempt: i32,
+    cancel: CancellationToken,
+    next_seq: AtomicI64,
+    logs: LogWriter,
+    jobs: Arc<dyn JobStore>,
+}
+
+impl JobContext {
+    pub(crate) fn new(
+        job_id: String,
+        attempt: i32,
+        last_log_seq: i64,
+        cancel: CancellationToken,
+        logs: LogWriter,
+        jobs: Arc<dyn JobStore>,
+    ) -> Self {
+        Self { job_id, attempt, cancel, next_seq: AtomicI64::new(last_log_seq + 1), logs, jobs }
+    }
+
+    pub fn job_id(&self) -> &str {
+        &self.job_id
+    }
+
+    /// 1 for the first attempt.
+    pub fn attempt(&self) -> i32 {
+        self.attempt
+    }
+
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// `Err(JobError::Cancelled)` once cancellation was requested: `ctx.check_cancelled()?`.
+    pub fn check_cancelled(&self) -> Result<(), JobError> {
+        if self.cancel.is_cancelled() { Err(JobError::Cancelled) } else { Ok(()) }
+    }
+
+    /// Records progress (0–100) with a message; stored and sent to live viewers.
+    pub async fn progress(&self, percent: i32, message: impl Into<String>) -> Result<(), JobError> {
+        let message = message.into();
+        let percent = percent.clamp(0, 100);
+        self.jobs.set_progress(&self.job_id, percent, Some(&message)).await.map_err(|e| JobError::Failed(e.to_string()))?;
+        self.logs.publish(&self.job_id, JobEvent::Progress { progress: percent, message });
+        Ok(())
+    }
+
+    pub fn info(&self, line: impl Into<String>) {
+        self.log("info", line.into());
+    }
+
+    pub fn warn(&self, line: impl Into<String>) {
+        self.log("warn", line.into());
+    }
+
+    pub fn error(&self, line: impl Into<String>) {
+        self.log("error", line.into());
+    }
+
+    fn log(&self, level: &str, line: String) {
+        let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
+        self.logs.append(&self.job_id, LogLine { seq, at: Utc::now(), level: level.to_string(), line });
+    }
+
+    /// Sleeps, or returns `Err(JobError::Cancelled)` as soon as cancellation is requested.
+    pub async fn sleep(&self, duration: Duration) -> Result<(), JobError> {
+        tokio::select! {
+            _ = tokio::time::sleep(duration) => Ok(()),
+            _ = self.cancel.cancelled() => Err(JobError::Cancelled),
+        }
+    }
+
+    /// Runs a child process to completion; on cancellation (or when the attempt times out and
+    /// this future is dropped) the child is killed.
+    pub async fn run_child(&self, mut command: tokio::process::Command) -> Result<ExitStatus, JobError> {
+        command.kill_on_drop(true).stdin(std::process::Stdio::null());
+        let mut child = command.spawn().map_err(|e| JobError::Failed(format!("cannot start the child process: {e}")))?;
+        if let Some(pid) = child.id() {
+            self.info(format!("started child process {pid}"));
+        }
+        tokio::select! {
+            status = child.wait() => status.map_err(|e| JobError::Failed(format!("child process: {e}"))),
+            _ = self.cancel.cancelled() => {
+                let _ = child.kill().await;
+                Err(JobError::Cancelled)
+            }
+        }
+    }
+}

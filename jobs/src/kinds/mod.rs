@@ -1,0 +1,160 @@
+//! Job kinds: what each kind's payload is, how it runs, and its policy (timeout, attempts,
+//! backoff, priority). A new kind is one `Kind` implementation registered in `Registry`.
+
+mod noop;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub use noop::{Noop, NoopPayload};
+
+use crate::context::JobContext;
+
+/// How a kind's jobs are run and retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    /// An attempt running longer fails (and is retried like any failure).
+    pub timeout: Duration,
+    pub max_attempts: i32,
+    /// Delay before the second attempt; doubles for each further one, with jitter.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Default priority; higher runs first.
+    pub priority: i32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(300),
+            max_attempts: 5,
+            backoff_base: Duration::from_secs(2),
+            backoff_max: Duration::from_secs(600),
+            priority: 0,
+        }
+    }
+}
+
+/// Why an attempt failed. Every failure is retried while attempts remain, except `Permanent`.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("{0}")]
+    Failed(String),
+    /// Retrying cannot help (a bad payload, a missing resource): the job goes dead at once.
+    #[error("{0}")]
+    Permanent(String),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl From<anyhow::Error> for JobError {
+    fn from(e: anyhow::Error) -> Self {
+        JobError::Failed(format!("{e:#}"))
+    }
+}
+
+/// A payload that does not fit its kind, naming the field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct PayloadError {
+    pub field: String,
+    pub message: String,
+}
+
+/// One kind of job with a typed payload.
+#[async_trait]
+pub trait Kind: Send + Sync + 'static {
+    type Payload: DeserializeOwned + Send + 'static;
+    const NAME: &'static str;
+
+    fn policy(&self) -> Policy {
+        Policy::default()
+    }
+
+    async fn run(&self, payload: Self::Payload, ctx: &JobContext) -> Result<Value, JobError>;
+}
+
+/// A kind with its payload type erased, as the registry holds it.
+#[async_trait]
+pub trait ErasedKind: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn policy(&self) -> Policy;
+    fn check_payload(&self, payload: &Value) -> Result<(), PayloadError>;
+    async fn run(&self, payload: Value, ctx: &JobContext) -> Result<Value, JobError>;
+}
+
+fn parse_payload<P: DeserializeOwned>(payload: &Value) -> Result<P, PayloadError> {
+    serde_path_to_error::deserialize(payload).map_err(|e| {
+        let path = e.path().to_string();
+        PayloadError {
+            field: if path == "." { "payload".to_string() } else { format!("payload.{path}") },
+            message: e.into_inner().to_string(),
+        }
+    })
+}
+
+#[async_trait]
+impl<K: Kind> ErasedKind for K {
+    fn name(&self) -> &'static str {
+        K::NAME
+    }
+
+    fn policy(&self) -> Policy {
+        Kind::policy(self)
+    }
+
+    fn check_payload(&self, payload: &Value) -> Result<(), PayloadError> {
+        parse_payload::<K::Payload>(payload).map(|_| ())
+    }
+
+    async fn run(&self, payload: Value, ctx: &JobContext) -> Result<Value, JobError> {
+        let payload = parse_payload::<K::Payload>(&payload).map_err(|e| JobError::Permanent(e.to_string()))?;
+        Kind::run(self, payload, ctx).await
+    }
+}
+
+/// Every kind this build knows, by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    kinds: BTreeMap<&'static str, Arc<dyn ErasedKind>>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with(mut self, kind: impl ErasedKind + 'static) -> Self {
+        self.kinds.insert(kind.name(), Arc::new(kind));
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn ErasedKind>> {
+        self.kinds.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.kinds.keys().copied()
+    }
+
+    /// Only the named kinds (for `engram-worker --kinds`); an unknown name is an error.
+    pub fn only(&self, names: &[String]) -> Result<Registry, String> {
+        if names.is_empty() {
+            return Ok(self.clone());
+        }
+        let mut kinds = BTreeMap::new();
+        for name in names {
+            let kind = self.kinds.get(name.as_str()).ok_or_else(|| {
+                format!("unknown job kind {name:?}; known kinds: {}", self.names().collect::<Vec<_>>().join(", "))
+            })?;
+            kinds.insert(kind.name(), kind.clone());
+        }
+        Ok(Registry { kinds })
+    }
+}

@@ -1,0 +1,68 @@
+//! `noop`: does nothing but what its payload asks, for tests and benchmarks: sleep, log,
+//! fail a number of times, run a child process, or panic.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{JobError, Kind, Policy};
+use crate::context::JobContext;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoopPayload {
+    /// Sleep this long (cancellable).
+    #[serde(default)]
+    pub sleep_ms: u64,
+    /// Log this many lines.
+    #[serde(default)]
+    pub log_lines: u32,
+    /// Fail the first N attempts.
+    #[serde(default)]
+    pub fail_attempts: i32,
+    /// Panic in the first N attempts.
+    #[serde(default)]
+    pub panic_attempts: i32,
+    /// Run this program with these arguments as a child process (killed on cancel).
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Echoed into the result.
+    #[serde(default)]
+    pub echo: Value,
+}
+
+pub struct Noop;
+
+#[async_trait]
+impl Kind for Noop {
+    type Payload = NoopPayload;
+    const NAME: &'static str = "noop";
+
+    fn policy(&self) -> Policy {
+        Policy { timeout: Duration::from_secs(60), max_attempts: 3, backoff_base: Duration::from_millis(200), ..Policy::default() }
+    }
+
+    async fn run(&self, payload: NoopPayload, ctx: &JobContext) -> Result<Value, JobError> {
+        for i in 0..payload.log_lines {
+            ctx.info(format!("line {}", i + 1));
+        }
+        if ctx.attempt() <= payload.panic_attempts {
+            panic!("noop asked to panic in attempt {}", ctx.attempt());
+        }
+        if ctx.attempt() <= payload.fail_attempts {
+            return Err(JobError::Failed(format!("noop asked to fail attempt {}", ctx.attempt())));
+        }
+        if payload.sleep_ms > 0 {
+            ctx.sleep(Duration::from_millis(payload.sleep_ms)).await?;
+        }
+        if let Some((program, args)) = payload.command.split_first() {
+            let mut command = tokio::process::Command::new(program);
+            command.args(args);
+            let status = ctx.run_child(command).await?;
+            ctx.info(format!("child exited with {status}"));
+        }
+        Ok(json!({"attempt": ctx.attempt(), "echo": payload.echo}))
+    }
+}

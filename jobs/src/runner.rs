@@ -1,0 +1,166 @@
+//! Running one delivered job: claim it, run its kind's handler under the kind's timeout with
+//! panics caught and cancellation wired in, record the outcome, and schedule the retry.
+//! Whatever the handler does, the job never stays `running` after the attempt ends.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+use futures::FutureExt;
+use serde_json::Value;
+use storage::sql::{AttemptOutcome, Job, JobStatus, JobStore};
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::retry_delay;
+use crate::context::JobContext;
+use crate::delivery::{Delivery, DeliveryTask};
+use crate::events::JobEvent;
+use crate::kinds::{JobError, Registry};
+use crate::logs::LogWriter;
+
+/// Jobs running in this process, by id, with the token that cancels each.
+#[derive(Clone, Default)]
+pub struct RunningJobs {
+    tokens: Arc<Mutex<HashMap<String, CancellationToken>>>,
+}
+
+impl RunningJobs {
+    fn insert(&self, job_id: &str, token: CancellationToken) {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(job_id.to_string(), token);
+    }
+
+    fn remove(&self, job_id: &str) {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).remove(job_id);
+    }
+
+    /// Cancels the job if it runs here; `false` otherwise.
+    pub fn cancel(&self, job_id: &str) -> bool {
+        match self.tokens.lock().unwrap_or_else(|p| p.into_inner()).get(job_id) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What happened to a delivered job id.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Executed {
+    /// Not claimable: already done, cancelled, running elsewhere, or gone.
+    Skipped,
+    Finished(JobStatus),
+    /// Ran, but the job was re-queued under it meanwhile; its outcome was dropped.
+    Superseded,
+}
+
+#[derive(Clone)]
+pub struct Runner {
+    pub worker_id: String,
+    pub jobs: Arc<dyn JobStore>,
+    pub kinds: Registry,
+    pub logs: LogWriter,
+    pub delivery: Arc<dyn Delivery>,
+    pub running: RunningJobs,
+}
+
+impl Runner {
+    pub async fn execute(&self, job_id: &str) -> anyhow::Result<Executed> {
+        let Some(job) = self.jobs.claim(job_id, &self.worker_id).await? else {
+            return Ok(Executed::Skipped);
+        };
+        self.logs.publish(&job.id, JobEvent::Status { status: JobStatus::Running });
+        let token = CancellationToken::new();
+        self.running.insert(&job.id, token.clone());
+        let outcome = self.attempt(&job, token.clone()).await;
+        self.running.remove(&job.id);
+        self.logs.flush().await;
+        let recorded = self.jobs.finish_attempt(&job.id, &self.worker_id, outcome.clone()).await?;
+        if !recorded {
+            return Ok(Executed::Superseded);
+        }
+        let status = match &outcome {
+            AttemptOutcome::Succeeded(_) => JobStatus::Succeeded,
+            AttemptOutcome::Failed { retry_at: Some(_), .. } => JobStatus::Failed,
+            AttemptOutcome::Failed { retry_at: None, .. } => JobStatus::Dead,
+            AttemptOutcome::Cancelled => JobStatus::Cancelled,
+        };
+        if let AttemptOutcome::Failed { retry_at: Some(run_at), .. } = outcome {
+            let task = DeliveryTask { job_id: job.id.clone(), kind: job.kind.clone(), run_at, priority: job.priority };
+            self.delivery.push(&[task]).await?;
+        }
+        let event = if status.is_final() { JobEvent::End { status } } else { JobEvent::Status { status } };
+        self.logs.publish(&job.id, event);
+        Ok(Executed::Finished(status))
+    }
+
+    /// Runs the handler once and turns whatever it did into an outcome.
+    async fn attempt(&self, job: &Job, token: CancellationToken) -> AttemptOutcome {
+        let Some(kind) = self.kinds.get(&job.kind).cloned() else {
+            return AttemptOutcome::Failed { error: format!("no handler for kind {:?}", job.kind), retry_at: None };
+        };
+        let policy = kind.policy();
+        let last_seq = self.jobs.last_log_seq(&job.id).await.unwrap_or(0);
+        let ctx = JobContext::new(
+            job.id.clone(),
+            job.attempt,
+            last_seq,
+            token.clone(),
+            self.logs.clone(),
+            self.jobs.clone(),
+        );
+        let run = AssertUnwindSafe(kind.run(job.payload.clone(), &ctx)).catch_unwind();
+        let result: Result<Value, JobError> = match tokio::time::timeout(policy.timeout, run).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(panic)) => Err(JobError::Failed(format!("the handler panicked: {}", panic_message(&panic)))),
+            Err(_) => Err(JobError::Failed(format!("timed out after {:?}", policy.timeout))),
+        };
+        let outcome = match result {
+            Ok(value) => AttemptOutcome::Succeeded(value),
+            Err(_) if token.is_cancelled() => AttemptOutcome::Cancelled,
+            Err(JobError::Cancelled) => AttemptOutcome::Failed {
+                error: "the handler stopped as cancelled without a cancellation request".into(),
+                retry_at: None,
+            },
+            Err(JobError::Permanent(error)) => AttemptOutcome::Failed { error, retry_at: None },
+            Err(JobError::Failed(error)) => {
+                let retry_at = (job.attempt < job.max_attempts)
+                    .then(|| Utc::now() + retry_delay(&policy, job.attempt));
+                AttemptOutcome::Failed { error, retry_at }
+            }
+        };
+        match &outcome {
+            AttemptOutcome::Failed { error, retry_at: Some(at) } => {
+                ctx.warn(format!("attempt {} failed: {error}; retrying at {at}", job.attempt))
+            }
+            AttemptOutcome::Failed { error, retry_at: None } => {
+                ctx.error(format!("attempt {} failed: {error}; no attempts left", job.attempt))
+            }
+            AttemptOutcome::Cancelled => ctx.warn("cancelled"),
+            AttemptOutcome::Succeeded(_) => {}
+        }
+        outcome
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_string())
+}
