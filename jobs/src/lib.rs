@@ -4,7 +4,9 @@
 
 pub mod backoff;
 pub mod context;
+pub mod cron;
 pub mod delivery;
+pub mod engine;
 pub mod events;
 pub mod kinds;
 pub mod logs;

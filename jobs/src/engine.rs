@@ -1,0 +1,187 @@
+//! The job engine as the API sees it: submit (validated against the kind), cancel, retry,
+//! and schedules. Workers run what it submits (see `runner` and `worker`).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use storage::events::EventBus;
+use storage::sql::{Job, JobStore, NewJob, Schedule, ScheduleStore};
+
+use crate::cron::{CronError, CronSpec};
+use crate::delivery::{Delivery, DeliveryTask};
+use crate::events::{CANCEL_TOPIC, CancelRequest};
+use crate::kinds::{PayloadError, Registry};
+
+/// A job to submit.
+#[derive(Debug, Clone)]
+pub struct Submit {
+    pub kind: String,
+    pub payload: Value,
+    pub owner: String,
+    pub run_at: Option<DateTime<Utc>>,
+    pub priority: Option<i32>,
+    pub idempotency_key: Option<String>,
+    pub parent_id: Option<String>,
+}
+
+/// Why a submission was refused, naming the field.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("kind: unknown job kind {0:?}")]
+    UnknownKind(String),
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    #[error(transparent)]
+    Cron(#[from] CronError),
+    #[error(transparent)]
+    Store(#[from] storage::StoreError),
+    #[error("the queue refused the job: {0:#}")]
+    Delivery(anyhow::Error),
+}
+
+#[derive(Clone)]
+pub struct JobEngine {
+    pub jobs: Arc<dyn JobStore>,
+    pub schedules: Arc<dyn ScheduleStore>,
+    pub events: Arc<dyn EventBus>,
+    pub kinds: Registry,
+    pub delivery: Arc<dyn Delivery>,
+}
+
+impl JobEngine {
+    fn new_job(&self, submit: Submit) -> Result<NewJob, SubmitError> {
+        let kind = self.kinds.get(&submit.kind).ok_or_else(|| SubmitError::UnknownKind(submit.kind.clone()))?;
+        kind.check_payload(&submit.payload)?;
+        let policy = kind.policy();
+        Ok(NewJob {
+            id: storage::ids::new_id(),
+            kind: submit.kind,
+            owner: submit.owner,
+            payload: submit.payload,
+            max_attempts: policy.max_attempts,
+            priority: submit.priority.unwrap_or(policy.priority),
+            run_at: submit.run_at.unwrap_or_else(Utc::now),
+            parent_id: submit.parent_id,
+            idempotency_key: submit.idempotency_key,
+        })
+    }
+
+    /// Records and enqueues one job; with an idempotency key already used by the same
+    /// owner, returns that job instead (`false`).
+    pub async fn submit(&self, submit: Submit) -> Result<(Job, bool), SubmitError> {
+        let mut created = self.submit_many(vec![submit]).await.map_err(|(_, e)| e)?;
+        Ok(created.pop().expect("one in, one out"))
+    }
+
+    /// Records and enqueues many jobs at once; the error names the index of the first bad one.
+    pub async fn submit_many(&self, submits: Vec<Submit>) -> Result<Vec<(Job, bool)>, (usize, SubmitError)> {
+        let new_jobs = submits
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| self.new_job(s).map_err(|e| (i, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let created = self.jobs.create_many(new_jobs).await.map_err(|e| (0, e.into()))?;
+        let tasks: Vec<DeliveryTask> = created
+            .iter()
+            .filter(|(_, fresh)| *fresh)
+            .map(|(job, _)| DeliveryTask {
+                job_id: job.id.clone(),
+                kind: job.kind.clone(),
+                run_at: job.run_at,
+                priority: job.priority,
+            })
+            .collect();
+        // A push lost here is repaired by the workers' sweep of due queued jobs.
+        self.delivery.push(&tasks).await.map_err(|e| (0, SubmitError::Delivery(e)))?;
+        Ok(created)
+    }
+
+    /// Cancels a queued job, or asks the worker running it to stop.
+    pub async fn cancel(&self, id: &str) -> Result<Option<Job>, storage::StoreError> {
+        let job = self.jobs.cancel(id).await?;
+        if job.as_ref().is_some_and(|j| j.cancel_requested) {
+            let request = serde_json::to_value(CancelRequest { job_id: id.to_string() }).expect("serialises");
+            self.events.publish(CANCEL_TOPIC, request).await?;
+        }
+        Ok(job)
+    }
+
+    /// Puts a failed, dead or cancelled job back in the queue.
+    pub async fn retry(&self, id: &str) -> Result<Option<Job>, SubmitError> {
+        let Some(job) = self.jobs.retry(id).await? else { return Ok(None) };
+        let task =
+            DeliveryTask { job_id: job.id.clone(), kind: job.kind.clone(), run_at: job.run_at, priority: job.priority };
+        self.delivery.push(&[task]).await.map_err(SubmitError::Delivery)?;
+        Ok(Some(job))
+    }
+
+    /// Validates and stores a schedule, computing its first tick.
+    pub async fn create_schedule(
+        &self,
+        owner: &str,
+        kind: &str,
+        payload: Value,
+        cron: &str,
+        timezone: &str,
+        paused: bool,
+    ) -> Result<Schedule, SubmitError> {
+        let handler = self.kinds.get(kind).ok_or_else(|| SubmitError::UnknownKind(kind.to_string()))?;
+        handler.check_payload(&payload)?;
+        let spec = CronSpec::parse(cron, timezone)?;
+        let now = Utc::now();
+        let schedule = Schedule {
+            id: storage::ids::new_id(),
+            owner: owner.to_string(),
+            kind: kind.to_string(),
+            payload,
+            cron: cron.to_string(),
+            timezone: timezone.to_string(),
+            paused,
+            next_run_at: spec.next_after(now),
+            last_run_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        self.schedules.create(&schedule).await?;
+        Ok(schedule)
+    }
+
+    /// Re-validates an edited schedule and recomputes its next tick.
+    pub async fn update_schedule(&self, mut schedule: Schedule) -> Result<Option<Schedule>, SubmitError> {
+        let handler =
+            self.kinds.get(&schedule.kind).ok_or_else(|| SubmitError::UnknownKind(schedule.kind.clone()))?;
+        handler.check_payload(&schedule.payload)?;
+        let spec = CronSpec::parse(&schedule.cron, &schedule.timezone)?;
+        schedule.next_run_at = spec.next_after(Utc::now());
+        Ok(self.schedules.update(&schedule).await?.then_some(schedule))
+    }
+
+    /// Enqueues every due tick of every schedule, each once however many processes call
+    /// this: the tick is claimed by moving the schedule forward, and the job's idempotency
+    /// key names the tick.
+    pub async fn fire_due_schedules(&self, now: DateTime<Utc>) -> anyhow::Result<usize> {
+        let mut fired = 0;
+        for schedule in self.schedules.due(now, 100).await? {
+            let Some(tick) = schedule.next_run_at else { continue };
+            let next = CronSpec::parse(&schedule.cron, &schedule.timezone).ok().and_then(|s| s.next_after(now));
+            if !self.schedules.advance(&schedule.id, tick, next).await? {
+                continue;
+            }
+            let submit = Submit {
+                kind: schedule.kind.clone(),
+                payload: schedule.payload.clone(),
+                owner: schedule.owner.clone(),
+                run_at: None,
+                priority: None,
+                idempotency_key: Some(format!("schedule:{}:{}", schedule.id, tick.timestamp_millis())),
+                parent_id: None,
+            };
+            match self.submit(submit).await {
+                Ok(_) => fired += 1,
+                Err(e) => tracing::error!(schedule = %schedule.id, error = %e, "a scheduled job was refused"),
+            }
+        }
+        Ok(fired)
+    }
+}
