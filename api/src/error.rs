@@ -4,7 +4,7 @@
 //! Bare error responses from layers (405, 408, 413) are reshaped the same way.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, State};
+use axum::extract::{FromRequest, FromRequestParts, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -250,6 +250,11 @@ fn is_json(response: &Response) -> bool {
 #[derive(FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct AppJson<T>(pub T);
+
+/// `axum::extract::Query` whose rejections are `ApiError`s (422 naming the parameter).
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct AppQuery<T>(pub T);
 
 /// The router's fallback: an unknown path.
 pub async fn not_found() -> ApiError {

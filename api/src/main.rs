@@ -34,9 +34,12 @@ async fn main() {
         Command::Serve => {
             let shutdown = shutdown_signal();
             let config_is_text_logs = config.log_format == storage::config::LogFormat::Text;
-            let app = api::Application::build(config)
+            let mut app = api::Application::build(config)
                 .await
                 .unwrap_or_else(|e| exit_with(EXIT_STARTUP, &format!("{e:#}")));
+            if cli.no_worker {
+                app = app.without_worker();
+            }
             let url = format!("http://{}", app.local_addr());
             tracing::info!(%url, in_process_workers = !cli.no_worker, "engram-api listening");
             if config_is_text_logs {

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use jobs::WorkerOptions;
 use storage::{Backends, Config};
 use tokio::net::TcpListener;
 
@@ -13,6 +14,8 @@ use crate::state::AppState;
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    /// In-process job workers, unless `--no-worker`.
+    worker: Option<WorkerOptions>,
 }
 
 impl Application {
@@ -22,15 +25,28 @@ impl Application {
         let backends = Backends::connect(&config).await?;
         storage::jwt_secret(&config)?;
         let queue = jobs::QueueBackend::connect(&config, &backends.database).await?;
+        let job_system = jobs::JobSystem::connect(&backends, &queue).await?;
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("cannot listen on {} (ENGRAM_BIND)", config.bind))?;
         tracing::info!(backends = %config.backend_summary(), queue = queue.backend_name(), "backends connected");
-        Ok(Self { listener, state: AppState::new(config, backends, queue) })
+        Ok(Self { listener, state: AppState::new(config, backends, queue, job_system), worker: Some(WorkerOptions::default()) })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Runs no job workers in this process (`engram-api --no-worker`).
+    pub fn without_worker(mut self) -> Self {
+        self.worker = None;
+        self
+    }
+
+    /// Runs in-process job workers with these options.
+    pub fn with_worker(mut self, options: WorkerOptions) -> Self {
+        self.worker = Some(options);
+        self
     }
 
     pub fn state(&self) -> &AppState {
@@ -42,13 +58,28 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let state = self.state.clone();
         let router = crate::http::router(self.state.clone());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let worker = self.worker.map(|options| {
+            let (jobs, stop) = (state.jobs.clone(), stop.clone());
+            tokio::spawn(async move {
+                if let Err(e) = jobs.run_worker(options, async move { stop.cancelled().await }).await {
+                    tracing::error!(error = %format!("{e:#}"), "in-process job worker failed");
+                }
+            })
+        });
         let draining = state.clone();
+        let stop_workers = stop.clone();
         let result = axum::serve(self.listener, router)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 draining.start_draining();
+                stop_workers.cancel();
             })
             .await;
+        stop.cancel();
+        if let Some(worker) = worker {
+            let _ = worker.await;
+        }
         state.backends.database.close().await;
         result
     }

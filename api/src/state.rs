@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use jobs::QueueBackend;
+use jobs::engine::JobEngine;
+use jobs::{JobSystem, QueueBackend};
+use storage::sql::WorkerStore;
 use storage::{Backends, Config};
 
 use crate::http::metrics::HttpMetrics;
@@ -13,16 +15,22 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub backends: Backends,
     pub queue: QueueBackend,
+    pub jobs: JobSystem,
+    pub engine: JobEngine,
+    pub workers: Arc<dyn WorkerStore>,
     pub metrics: Arc<HttpMetrics>,
     draining: Arc<AtomicBool>,
 }
 
 impl AppState {
-    pub fn new(config: Config, backends: Backends, queue: QueueBackend) -> Self {
+    pub fn new(config: Config, backends: Backends, queue: QueueBackend, jobs: JobSystem) -> Self {
         Self {
             config: Arc::new(config),
             backends,
             queue,
+            engine: jobs.engine.clone(),
+            workers: jobs.workers.clone(),
+            jobs,
             metrics: Arc::new(HttpMetrics::new()),
             draining: Arc::new(AtomicBool::new(false)),
         }

@@ -12,7 +12,9 @@ pub mod kinds;
 pub mod logs;
 pub mod queue;
 pub mod runner;
+pub mod system;
 
 pub use context::JobContext;
 pub use kinds::{JobError, Kind, Policy, Registry};
 pub use queue::QueueBackend;
+pub use system::{JobSystem, WorkerOptions};

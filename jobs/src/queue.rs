@@ -1,23 +1,37 @@
 //! Which backend carries the job queue: Redis when `REDIS_URL` is set, otherwise the SQL
-//! database (SQLite in the embedded default, PostgreSQL in scale-out).
+//! database: PostgreSQL in scale-out (apalis' tables in their own `apalis` schema), or in
+//! the embedded default a SQLite file of its own beside Engram's (`<name>.queue.db`), since
+//! apalis-sqlite's `Jobs` and `Workers` tables would collide with Engram's `jobs` and
+//! `workers`, and a second file gives the queue its own write lock.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use redis::aio::ConnectionManager;
 use storage::Config;
-use storage::sql::Database;
+use sqlx::{PgPool, SqlitePool};
+use storage::config::DatabaseConfig;
+use storage::sql::{Database, open_sqlite};
 
 #[derive(Clone)]
 pub enum QueueBackend {
-    Sql(Database),
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
     Redis(ConnectionManager),
 }
 
 impl QueueBackend {
     pub async fn connect(config: &Config, database: &Database) -> anyhow::Result<Self> {
         match &config.redis_url {
-            None => Ok(QueueBackend::Sql(database.clone())),
+            None => match (database, &config.database) {
+                (Database::Postgres(pool), _) => Ok(QueueBackend::Postgres(pool.clone())),
+                (Database::Sqlite(_), DatabaseConfig::Sqlite { path }) => {
+                    Ok(QueueBackend::Sqlite(open_sqlite(&path.with_extension("queue.db")).await?))
+                }
+                (Database::Sqlite(_), DatabaseConfig::Postgres { .. }) => {
+                    anyhow::bail!("the database and its configuration disagree")
+                }
+            },
             Some(url) => {
                 let client = redis::Client::open(url.expose())
                     .with_context(|| format!("REDIS_URL {} is not usable", url.masked()))?;
@@ -31,9 +45,20 @@ impl QueueBackend {
         }
     }
 
+    /// The apalis queue on this backend.
+    pub fn apalis(&self) -> crate::delivery::ApalisQueue {
+        use crate::delivery::ApalisQueue;
+        match self {
+            QueueBackend::Sqlite(pool) => ApalisQueue::Sqlite(pool.clone()),
+            QueueBackend::Postgres(pool) => ApalisQueue::Postgres(pool.clone()),
+            QueueBackend::Redis(manager) => ApalisQueue::Redis(manager.clone()),
+        }
+    }
+
     pub fn backend_name(&self) -> &'static str {
         match self {
-            QueueBackend::Sql(database) => database.backend_name(),
+            QueueBackend::Sqlite(_) => "sqlite",
+            QueueBackend::Postgres(_) => "postgres",
             QueueBackend::Redis(_) => "redis",
         }
     }
@@ -41,7 +66,14 @@ impl QueueBackend {
     /// One round trip to the queue's store, for health checks.
     pub async fn ping(&self) -> anyhow::Result<()> {
         match self {
-            QueueBackend::Sql(database) => database.ping().await,
+            QueueBackend::Sqlite(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+                Ok(())
+            }
+            QueueBackend::Postgres(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+                Ok(())
+            }
             QueueBackend::Redis(manager) => {
                 let mut connection = manager.clone();
                 let _: String = redis::cmd("PING").query_async(&mut connection).await?;

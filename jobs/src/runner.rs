@@ -76,10 +76,13 @@ pub struct Runner {
     pub logs: LogWriter,
     pub delivery: Arc<dyn Delivery>,
     pub running: RunningJobs,
+    /// Caps the jobs this process runs at once, over all kinds.
+    pub slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Runner {
     pub async fn execute(&self, job_id: &str) -> anyhow::Result<Executed> {
+        let _slot = self.slots.acquire().await?;
         let Some(job) = self.jobs.claim(job_id, &self.worker_id).await? else {
             return Ok(Executed::Skipped);
         };
@@ -114,6 +117,7 @@ impl Runner {
             return AttemptOutcome::Failed { error: format!("no handler for kind {:?}", job.kind), retry_at: None };
         };
         let policy = kind.policy();
+        let timeout = kind.timeout(&job.payload);
         let last_seq = self.jobs.last_log_seq(&job.id).await.unwrap_or(0);
         let ctx = JobContext::new(
             job.id.clone(),
@@ -124,10 +128,10 @@ impl Runner {
             self.jobs.clone(),
         );
         let run = AssertUnwindSafe(kind.run(job.payload.clone(), &ctx)).catch_unwind();
-        let result: Result<Value, JobError> = match tokio::time::timeout(policy.timeout, run).await {
+        let result: Result<Value, JobError> = match tokio::time::timeout(timeout, run).await {
             Ok(Ok(result)) => result,
             Ok(Err(panic)) => Err(JobError::Failed(format!("the handler panicked: {}", panic_message(&panic)))),
-            Err(_) => Err(JobError::Failed(format!("timed out after {:?}", policy.timeout))),
+            Err(_) => Err(JobError::Failed(format!("timed out after {timeout:?}"))),
         };
         let outcome = match result {
             Ok(value) => AttemptOutcome::Succeeded(value),

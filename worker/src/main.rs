@@ -1,7 +1,9 @@
 //! engram-worker: connects to the configured backends and runs job handlers until SIGTERM.
 
 use clap::Parser;
-use worker::process::{EXIT_STARTUP, exit_with, load_config_or_exit, shutdown_signal};
+use std::time::Duration;
+
+use worker::process::{EXIT_CONFIG, EXIT_STARTUP, exit_with, load_config_or_exit, shutdown_signal};
 
 #[derive(Parser)]
 #[command(name = "engram-worker", version, about = "Runs Engram's background jobs")]
@@ -12,6 +14,15 @@ struct Args {
     /// Job kinds this process takes (comma-separated); all kinds when unset.
     #[arg(long, value_delimiter = ',')]
     kinds: Vec<String>,
+    /// Seconds between heartbeats.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    heartbeat_secs: u64,
+    /// Seconds without a heartbeat after which a worker's jobs are re-queued.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    stale_after_secs: u64,
+    /// Seconds running jobs get to finish on SIGTERM before they are re-queued.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    drain_secs: u64,
 }
 
 #[tokio::main]
@@ -25,13 +36,29 @@ async fn main() {
     let queue = jobs::QueueBackend::connect(&config, &backends.database)
         .await
         .unwrap_or_else(|e| exit_with(EXIT_STARTUP, &format!("{e:#}")));
+    let system = jobs::JobSystem::connect(&backends, &queue)
+        .await
+        .unwrap_or_else(|e| exit_with(EXIT_STARTUP, &format!("{e:#}")));
+    let options = jobs::WorkerOptions {
+        concurrency: usize::from(args.concurrency),
+        kinds: args.kinds,
+        heartbeat: Duration::from_secs(args.heartbeat_secs),
+        stale_after: Duration::from_secs(args.stale_after_secs),
+        drain: Duration::from_secs(args.drain_secs),
+    };
+    if let Err(unknown) = system.engine.kinds.only(&options.kinds) {
+        exit_with(EXIT_CONFIG, &format!("--kinds: {unknown}"));
+    }
     tracing::info!(
         backends = %config.backend_summary(),
         queue = queue.backend_name(),
-        concurrency = args.concurrency,
-        kinds = ?args.kinds,
-        "engram-worker connected; waiting for shutdown"
+        concurrency = options.concurrency,
+        kinds = ?options.kinds,
+        "engram-worker connected"
     );
-    shutdown.await;
+    let result = system.run_worker(options, shutdown).await;
     backends.database.close().await;
+    if let Err(e) = result {
+        exit_with(EXIT_STARTUP, &format!("{e:#}"));
+    }
 }

@@ -21,9 +21,20 @@ use crate::state::AppState;
         title = "Engram",
         description = "Memory platform for AI agents: git memory, blob sync, federation, semantic memories and agent evaluations on one job-orchestration core."
     ),
-    paths(super::health::health, super::health::ready, super::metrics::metrics),
+    paths(
+        super::health::health, super::health::ready, super::metrics::metrics,
+        super::jobs::submit, super::jobs::submit_batch, super::jobs::list, super::jobs::get_job,
+        super::jobs::cancel, super::jobs::retry, super::jobs::logs, super::job_stream::stream,
+        super::jobs::workers, super::jobs::queues,
+        super::schedules::list, super::schedules::create, super::schedules::get_one,
+        super::schedules::update, super::schedules::delete,
+    ),
     components(schemas(crate::error::ErrorCode)),
-    tags((name = "platform", description = "Health, readiness, metrics and documentation"))
+    tags(
+        (name = "platform", description = "Health, readiness, metrics and documentation"),
+        (name = "jobs", description = "Background jobs, their logs, workers and queues"),
+        (name = "schedules", description = "Recurring jobs from cron expressions")
+    )
 )]
 pub struct ApiDoc;
 

@@ -5,7 +5,10 @@
 pub mod dashboard;
 pub mod docs;
 pub mod health;
+pub mod job_stream;
+pub mod jobs;
 pub mod metrics;
+pub mod schedules;
 #[cfg(test)]
 mod tests;
 
@@ -30,7 +33,9 @@ pub fn router(state: AppState) -> Router {
         .merge(dashboard::router())
         .merge(health::router())
         .merge(metrics::router())
-        .merge(docs::router());
+        .merge(docs::router())
+        .merge(jobs::router())
+        .merge(schedules::router());
     with_platform_layers(routes, state)
 }
 

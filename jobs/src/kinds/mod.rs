@@ -77,6 +77,11 @@ pub trait Kind: Send + Sync + 'static {
         Policy::default()
     }
 
+    /// The attempt timeout for this payload; the policy's by default.
+    fn timeout(&self, _payload: &Self::Payload) -> Duration {
+        self.policy().timeout
+    }
+
     async fn run(&self, payload: Self::Payload, ctx: &JobContext) -> Result<Value, JobError>;
 }
 
@@ -86,6 +91,7 @@ pub trait ErasedKind: Send + Sync {
     fn name(&self) -> &'static str;
     fn policy(&self) -> Policy;
     fn check_payload(&self, payload: &Value) -> Result<(), PayloadError>;
+    fn timeout(&self, payload: &Value) -> Duration;
     async fn run(&self, payload: Value, ctx: &JobContext) -> Result<Value, JobError>;
 }
 
@@ -111,6 +117,13 @@ impl<K: Kind> ErasedKind for K {
 
     fn check_payload(&self, payload: &Value) -> Result<(), PayloadError> {
         parse_payload::<K::Payload>(payload).map(|_| ())
+    }
+
+    fn timeout(&self, payload: &Value) -> Duration {
+        match parse_payload::<K::Payload>(payload) {
+            Ok(payload) => Kind::timeout(self, &payload),
+            Err(_) => Kind::policy(self).timeout,
+        }
     }
 
     async fn run(&self, payload: Value, ctx: &JobContext) -> Result<Value, JobError> {

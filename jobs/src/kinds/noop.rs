@@ -28,6 +28,9 @@ pub struct NoopPayload {
     /// Run this program with these arguments as a child process (killed on cancel).
     #[serde(default)]
     pub command: Vec<String>,
+    /// Attempt timeout instead of the kind's 60 s.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
     /// Echoed into the result.
     #[serde(default)]
     pub echo: Value,
@@ -42,6 +45,10 @@ impl Kind for Noop {
 
     fn policy(&self) -> Policy {
         Policy { timeout: Duration::from_secs(60), max_attempts: 3, backoff_base: Duration::from_millis(200), ..Policy::default() }
+    }
+
+    fn timeout(&self, payload: &NoopPayload) -> Duration {
+        payload.timeout_ms.map(Duration::from_millis).unwrap_or(self.policy().timeout)
     }
 
     async fn run(&self, payload: NoopPayload, ctx: &JobContext) -> Result<Value, JobError> {

@@ -30,6 +30,27 @@ use crate::config::DatabaseConfig;
 /// How long a connection attempt may take before start-up gives up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Opens (creating if needed) a SQLite file in WAL mode with a busy timeout, with the same
+/// durability on every pooled connection.
+pub async fn open_sqlite(path: &std::path::Path) -> anyhow::Result<SqlitePool> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5))
+        .foreign_keys(true);
+    SqlitePoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .connect_with(options)
+        .await
+        .with_context(|| format!("cannot open SQLite database {}", path.display()))
+}
+
 /// A connected, migrated database of either kind.
 #[derive(Clone, Debug)]
 pub enum Database {
@@ -42,26 +63,7 @@ impl Database {
     /// advisory lock, so several replicas may start at once.
     pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<Self> {
         let database = match config {
-            DatabaseConfig::Sqlite { path } => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
-                        .with_context(|| format!("cannot create {}", dir.display()))?;
-                }
-                let options = SqliteConnectOptions::new()
-                    .filename(path)
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
-                    .busy_timeout(Duration::from_secs(5))
-                    .foreign_keys(true);
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(8)
-                    .acquire_timeout(CONNECT_TIMEOUT)
-                    .connect_with(options)
-                    .await
-                    .with_context(|| format!("cannot open SQLite database {}", path.display()))?;
-                Database::Sqlite(pool)
-            }
+            DatabaseConfig::Sqlite { path } => Database::Sqlite(open_sqlite(path).await?),
             DatabaseConfig::Postgres { url } => {
                 let options = PgConnectOptions::from_str(url.expose())
                     .with_context(|| format!("DATABASE_URL {} is not usable", url.masked()))?;

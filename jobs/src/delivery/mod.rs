@@ -20,3 +20,7 @@ pub trait Delivery: Send + Sync {
 
     async fn push(&self, tasks: &[DeliveryTask]) -> anyhow::Result<()>;
 }
+
+mod apalis;
+
+pub use self::apalis::{ApalisQueue, JobRef};

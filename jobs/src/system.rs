@@ -1,0 +1,230 @@
+//! The job system of one process: the engine the API submits through, and the worker
+//! runtime that registers, heartbeats, runs delivered jobs, rescues the jobs of workers that
+//! stopped heartbeating, fires schedules, and drains on shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use storage::Backends;
+use storage::sql::{Job, WorkerRecord, WorkerStore};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::delivery::{ApalisQueue, Delivery, DeliveryTask};
+use crate::engine::JobEngine;
+use crate::events::{CANCEL_TOPIC, CancelRequest};
+use crate::kinds::{Noop, Registry};
+use crate::logs::LogWriter;
+use crate::queue::QueueBackend;
+use crate::runner::{Runner, RunningJobs};
+
+/// Every kind this build runs.
+pub fn all_kinds() -> Registry {
+    Registry::new().with(Noop)
+}
+
+/// How a worker runtime behaves.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Jobs run at once by this process, over all kinds.
+    pub concurrency: usize,
+    /// Kinds taken by this process; every kind when empty.
+    pub kinds: Vec<String>,
+    pub heartbeat: Duration,
+    /// A worker not heard from for this long is presumed dead and its jobs re-queued.
+    pub stale_after: Duration,
+    /// On shutdown, how long running jobs may take to finish before they are re-queued.
+    pub drain: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: 4,
+            kinds: Vec::new(),
+            heartbeat: Duration::from_secs(5),
+            stale_after: Duration::from_secs(30),
+            drain: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct JobSystem {
+    pub engine: JobEngine,
+    pub workers: Arc<dyn WorkerStore>,
+    queue: ApalisQueue,
+    logs: LogWriter,
+}
+
+impl JobSystem {
+    /// Sets up the queue's tables (SQL backends) and the engine over it.
+    pub async fn connect(backends: &Backends, queue: &QueueBackend) -> anyhow::Result<Self> {
+        let apalis = queue.apalis();
+        apalis.setup().await?;
+        let jobs = backends.database.job_store();
+        Ok(Self {
+            engine: JobEngine {
+                jobs: jobs.clone(),
+                schedules: backends.database.schedule_store(),
+                events: backends.events.clone(),
+                kinds: all_kinds(),
+                delivery: Arc::new(apalis.clone()),
+            },
+            workers: backends.database.worker_store(),
+            logs: LogWriter::spawn(jobs, backends.events.clone()),
+            queue: apalis,
+        })
+    }
+
+    /// Runs jobs until `shutdown` resolves, then drains.
+    pub async fn run_worker(
+        &self,
+        options: WorkerOptions,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let kinds = self.engine.kinds.only(&options.kinds).map_err(|e| anyhow::anyhow!(e))?;
+        let host = hostname();
+        let worker_id = format!("{host}-{}-{}", std::process::id(), &storage::ids::new_id()[20..]);
+        let record = WorkerRecord {
+            id: worker_id.clone(),
+            host,
+            pid: std::process::id() as i32,
+            kinds: kinds.names().map(str::to_string).collect(),
+            concurrency: options.concurrency as i32,
+            started_at: Utc::now(),
+            last_seen: Utc::now(),
+            stopping: false,
+            running_jobs: Vec::new(),
+        };
+        self.workers.register(&record).await?;
+        let runner = Runner {
+            worker_id: worker_id.clone(),
+            jobs: self.engine.jobs.clone(),
+            kinds,
+            logs: self.logs.clone(),
+            delivery: Arc::new(self.queue.clone()),
+            running: RunningJobs::default(),
+            slots: Arc::new(Semaphore::new(options.concurrency)),
+        };
+        let stop = CancellationToken::new();
+        let housekeeping = tokio::spawn(housekeep(self.clone(), record, runner.running.clone(), options.clone(), stop.clone()));
+        let canceller = tokio::spawn(listen_for_cancels(self.engine.events.clone(), runner.running.clone(), stop.clone()));
+        tracing::info!(worker_id, concurrency = options.concurrency, "job worker started");
+        let result = self
+            .queue
+            .run_workers(runner.clone(), &worker_id, options.concurrency, options.drain, shutdown)
+            .await;
+        stop.cancel();
+        let _ = tokio::join!(housekeeping, canceller);
+        // Whatever did not finish within the drain deadline goes back to the queue.
+        let requeued = self.engine.jobs.requeue_worker_jobs(&worker_id).await?;
+        self.redeliver(&requeued).await?;
+        self.workers.remove(&worker_id).await?;
+        tracing::info!(worker_id, requeued = requeued.len(), "job worker stopped");
+        result
+    }
+
+    async fn redeliver(&self, jobs: &[Job]) -> anyhow::Result<()> {
+        let tasks: Vec<DeliveryTask> = jobs
+            .iter()
+            .map(|j| DeliveryTask { job_id: j.id.clone(), kind: j.kind.clone(), run_at: Utc::now(), priority: j.priority })
+            .collect();
+        self.queue.push(&tasks).await
+    }
+
+    /// Re-queues the jobs of every worker not heard from since `stale_after` ago.
+    pub async fn rescue_orphans(&self, own_id: &str, stale_after: Duration) -> anyhow::Result<usize> {
+        let before = Utc::now() - chrono::Duration::from_std(stale_after)?;
+        let mut rescued = 0;
+        for worker in self.workers.stale(before).await? {
+            if worker == own_id {
+                continue;
+            }
+            let jobs = self.engine.jobs.requeue_worker_jobs(&worker).await?;
+            self.redeliver(&jobs).await?;
+            self.workers.remove(&worker).await?;
+            if !jobs.is_empty() {
+                tracing::warn!(worker, jobs = jobs.len(), "re-queued the jobs of a worker that stopped heartbeating");
+            }
+            rescued += jobs.len();
+        }
+        Ok(rescued)
+    }
+}
+
+/// Heartbeats, cancellation checks, orphan rescue and schedules, until `stop`.
+async fn housekeep(system: JobSystem, record: WorkerRecord, running: RunningJobs, options: WorkerOptions, stop: CancellationToken) {
+    let mut heartbeat = tokio::time::interval(options.heartbeat);
+    let mut schedules = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = heartbeat.tick() => {
+                if let Err(e) = heartbeat_once(&system, &record, &running, &options).await {
+                    tracing::warn!(error = %format!("{e:#}"), "worker heartbeat failed");
+                }
+            }
+            _ = schedules.tick() => {
+                if let Err(e) = system.engine.fire_due_schedules(Utc::now()).await {
+                    tracing::warn!(error = %format!("{e:#}"), "firing schedules failed");
+                }
+                if let Err(e) = system.queue.maintain(&record.kinds).await {
+                    tracing::warn!(error = %format!("{e:#}"), "queue upkeep failed");
+                }
+            }
+        }
+    }
+}
+
+async fn heartbeat_once(
+    system: &JobSystem,
+    record: &WorkerRecord,
+    running: &RunningJobs,
+    options: &WorkerOptions,
+) -> anyhow::Result<()> {
+    if !system.workers.heartbeat(&record.id, false).await? {
+        system.workers.register(record).await?;
+    }
+    // A cancel request whose bus event was missed is still honoured.
+    for id in running.ids() {
+        if system.engine.jobs.get(&id).await?.is_some_and(|j| j.cancel_requested) {
+            running.cancel(&id);
+        }
+    }
+    system.rescue_orphans(&record.id, options.stale_after).await?;
+    Ok(())
+}
+
+async fn listen_for_cancels(events: Arc<dyn storage::events::EventBus>, running: RunningJobs, stop: CancellationToken) {
+    let mut requests = match events.subscribe(CANCEL_TOPIC).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for cancel requests; relying on heartbeats");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            next = requests.next() => match next {
+                Some(event) => {
+                    if let Ok(request) = serde_json::from_value::<CancelRequest>(event.payload) {
+                        running.cancel(&request.job_id);
+                    }
+                }
+                None => return,
+            }
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
