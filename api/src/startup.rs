@@ -30,7 +30,11 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {} (ENGRAM_BIND)", config.bind))?;
         tracing::info!(backends = %config.backend_summary(), queue = queue.backend_name(), "backends connected");
-        Ok(Self { listener, state: AppState::new(config, backends, queue, job_system), worker: Some(WorkerOptions::default()) })
+        Ok(Self {
+            listener,
+            state: AppState::new(config, backends, queue, job_system),
+            worker: Some(WorkerOptions::default()),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {

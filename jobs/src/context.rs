@@ -57,7 +57,10 @@ impl JobContext {
     pub async fn progress(&self, percent: i32, message: impl Into<String>) -> Result<(), JobError> {
         let message = message.into();
         let percent = percent.clamp(0, 100);
-        self.jobs.set_progress(&self.job_id, percent, Some(&message)).await.map_err(|e| JobError::Failed(e.to_string()))?;
+        self.jobs
+            .set_progress(&self.job_id, percent, Some(&message))
+            .await
+            .map_err(|e| JobError::Failed(e.to_string()))?;
         self.logs.publish(&self.job_id, JobEvent::Progress { progress: percent, message });
         Ok(())
     }
@@ -91,7 +94,8 @@ impl JobContext {
     /// this future is dropped) the child is killed.
     pub async fn run_child(&self, mut command: tokio::process::Command) -> Result<ExitStatus, JobError> {
         command.kill_on_drop(true).stdin(std::process::Stdio::null());
-        let mut child = command.spawn().map_err(|e| JobError::Failed(format!("cannot start the child process: {e}")))?;
+        let mut child =
+            command.spawn().map_err(|e| JobError::Failed(format!("cannot start the child process: {e}")))?;
         if let Some(pid) = child.id() {
             self.info(format!("started child process {pid}"));
         }

@@ -51,7 +51,8 @@ pub struct JobEngine {
 
 impl JobEngine {
     fn new_job(&self, submit: Submit) -> Result<NewJob, SubmitError> {
-        let kind = self.kinds.get(&submit.kind).ok_or_else(|| SubmitError::UnknownKind(submit.kind.clone()))?;
+        let kind =
+            self.kinds.get(&submit.kind).ok_or_else(|| SubmitError::UnknownKind(submit.kind.clone()))?;
         kind.check_payload(&submit.payload)?;
         let policy = kind.policy();
         Ok(NewJob {
@@ -110,8 +111,12 @@ impl JobEngine {
     /// Puts a failed, dead or cancelled job back in the queue.
     pub async fn retry(&self, id: &str) -> Result<Option<Job>, SubmitError> {
         let Some(job) = self.jobs.retry(id).await? else { return Ok(None) };
-        let task =
-            DeliveryTask { job_id: job.id.clone(), kind: job.kind.clone(), run_at: job.run_at, priority: job.priority };
+        let task = DeliveryTask {
+            job_id: job.id.clone(),
+            kind: job.kind.clone(),
+            run_at: job.run_at,
+            priority: job.priority,
+        };
         self.delivery.push(&[task]).await.map_err(SubmitError::Delivery)?;
         Ok(Some(job))
     }
@@ -164,7 +169,8 @@ impl JobEngine {
         let mut fired = 0;
         for schedule in self.schedules.due(now, 100).await? {
             let Some(tick) = schedule.next_run_at else { continue };
-            let next = CronSpec::parse(&schedule.cron, &schedule.timezone).ok().and_then(|s| s.next_after(now));
+            let next =
+                CronSpec::parse(&schedule.cron, &schedule.timezone).ok().and_then(|s| s.next_after(now));
             if !self.schedules.advance(&schedule.id, tick, next).await? {
                 continue;
             }

@@ -14,10 +14,17 @@ pub fn job_topic(job_id: &str) -> String {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum JobEvent {
     Log(LogLine),
-    Progress { progress: i32, message: String },
-    Status { status: JobStatus },
+    Progress {
+        progress: i32,
+        message: String,
+    },
+    Status {
+        status: JobStatus,
+    },
     /// The job reached a final status; no more events follow.
-    End { status: JobStatus },
+    End {
+        status: JobStatus,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

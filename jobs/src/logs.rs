@@ -58,7 +58,11 @@ enum AfterWrite {
     Notify(oneshot::Sender<()>),
 }
 
-async fn write_loop(mut receiver: mpsc::UnboundedReceiver<Message>, jobs: Arc<dyn JobStore>, events: Arc<dyn EventBus>) {
+async fn write_loop(
+    mut receiver: mpsc::UnboundedReceiver<Message>,
+    jobs: Arc<dyn JobStore>,
+    events: Arc<dyn EventBus>,
+) {
     let mut batch = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
         let mut lines: BTreeMap<String, Vec<LogLine>> = BTreeMap::new();

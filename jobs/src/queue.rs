@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use redis::aio::ConnectionManager;
-use storage::Config;
 use sqlx::{PgPool, SqlitePool};
+use storage::Config;
 use storage::config::DatabaseConfig;
 use storage::sql::{Database, open_sqlite};
 
@@ -17,7 +17,7 @@ use storage::sql::{Database, open_sqlite};
 pub enum QueueBackend {
     Sqlite(SqlitePool),
     Postgres(PgPool),
-    Redis(ConnectionManager),
+    Redis(ConnectionManager, String),
 }
 
 impl QueueBackend {
@@ -40,7 +40,7 @@ impl QueueBackend {
                     .map_err(|_| anyhow::anyhow!("no answer within 5 s"))
                     .and_then(|r| r.map_err(Into::into))
                     .with_context(|| format!("cannot connect to Redis at {}", url.masked()))?;
-                Ok(QueueBackend::Redis(manager))
+                Ok(QueueBackend::Redis(manager, config.redis_prefix.clone()))
             }
         }
     }
@@ -51,7 +51,7 @@ impl QueueBackend {
         match self {
             QueueBackend::Sqlite(pool) => ApalisQueue::Sqlite(pool.clone()),
             QueueBackend::Postgres(pool) => ApalisQueue::Postgres(pool.clone()),
-            QueueBackend::Redis(manager) => ApalisQueue::Redis(manager.clone()),
+            QueueBackend::Redis(manager, prefix) => ApalisQueue::Redis(manager.clone(), prefix.clone()),
         }
     }
 
@@ -59,7 +59,7 @@ impl QueueBackend {
         match self {
             QueueBackend::Sqlite(_) => "sqlite",
             QueueBackend::Postgres(_) => "postgres",
-            QueueBackend::Redis(_) => "redis",
+            QueueBackend::Redis(..) => "redis",
         }
     }
 
@@ -74,7 +74,7 @@ impl QueueBackend {
                 sqlx::query("SELECT 1").execute(pool).await?;
                 Ok(())
             }
-            QueueBackend::Redis(manager) => {
+            QueueBackend::Redis(manager, _) => {
                 let mut connection = manager.clone();
                 let _: String = redis::cmd("PING").query_async(&mut connection).await?;
                 Ok(())

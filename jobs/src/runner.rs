@@ -103,7 +103,12 @@ impl Runner {
             AttemptOutcome::Cancelled => JobStatus::Cancelled,
         };
         if let AttemptOutcome::Failed { retry_at: Some(run_at), .. } = outcome {
-            let task = DeliveryTask { job_id: job.id.clone(), kind: job.kind.clone(), run_at, priority: job.priority };
+            let task = DeliveryTask {
+                job_id: job.id.clone(),
+                kind: job.kind.clone(),
+                run_at,
+                priority: job.priority,
+            };
             self.delivery.push(&[task]).await?;
         }
         let event = if status.is_final() { JobEvent::End { status } } else { JobEvent::Status { status } };
@@ -114,7 +119,10 @@ impl Runner {
     /// Runs the handler once and turns whatever it did into an outcome.
     async fn attempt(&self, job: &Job, token: CancellationToken) -> AttemptOutcome {
         let Some(kind) = self.kinds.get(&job.kind).cloned() else {
-            return AttemptOutcome::Failed { error: format!("no handler for kind {:?}", job.kind), retry_at: None };
+            return AttemptOutcome::Failed {
+                error: format!("no handler for kind {:?}", job.kind),
+                retry_at: None,
+            };
         };
         let policy = kind.policy();
         let timeout = kind.timeout(&job.payload);
@@ -130,7 +138,9 @@ impl Runner {
         let run = AssertUnwindSafe(kind.run(job.payload.clone(), &ctx)).catch_unwind();
         let result: Result<Value, JobError> = match tokio::time::timeout(timeout, run).await {
             Ok(Ok(result)) => result,
-            Ok(Err(panic)) => Err(JobError::Failed(format!("the handler panicked: {}", panic_message(&panic)))),
+            Ok(Err(panic)) => {
+                Err(JobError::Failed(format!("the handler panicked: {}", panic_message(&panic))))
+            }
             Err(_) => Err(JobError::Failed(format!("timed out after {timeout:?}"))),
         };
         let outcome = match result {
@@ -142,8 +152,8 @@ impl Runner {
             },
             Err(JobError::Permanent(error)) => AttemptOutcome::Failed { error, retry_at: None },
             Err(JobError::Failed(error)) => {
-                let retry_at = (job.attempt < job.max_attempts)
-                    .then(|| Utc::now() + retry_delay(&policy, job.attempt));
+                let retry_at =
+                    (job.attempt < job.max_attempts).then(|| Utc::now() + retry_delay(&policy, job.attempt));
                 AttemptOutcome::Failed { error, retry_at }
             }
         };

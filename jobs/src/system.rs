@@ -110,8 +110,18 @@ impl JobSystem {
             slots: Arc::new(Semaphore::new(options.concurrency)),
         };
         let stop = CancellationToken::new();
-        let housekeeping = tokio::spawn(housekeep(self.clone(), record, runner.running.clone(), options.clone(), stop.clone()));
-        let canceller = tokio::spawn(listen_for_cancels(self.engine.events.clone(), runner.running.clone(), stop.clone()));
+        let housekeeping = tokio::spawn(housekeep(
+            self.clone(),
+            record,
+            runner.running.clone(),
+            options.clone(),
+            stop.clone(),
+        ));
+        let canceller = tokio::spawn(listen_for_cancels(
+            self.engine.events.clone(),
+            runner.running.clone(),
+            stop.clone(),
+        ));
         tracing::info!(worker_id, concurrency = options.concurrency, "job worker started");
         let result = self
             .queue
@@ -130,7 +140,12 @@ impl JobSystem {
     async fn redeliver(&self, jobs: &[Job]) -> anyhow::Result<()> {
         let tasks: Vec<DeliveryTask> = jobs
             .iter()
-            .map(|j| DeliveryTask { job_id: j.id.clone(), kind: j.kind.clone(), run_at: Utc::now(), priority: j.priority })
+            .map(|j| DeliveryTask {
+                job_id: j.id.clone(),
+                kind: j.kind.clone(),
+                run_at: Utc::now(),
+                priority: j.priority,
+            })
             .collect();
         self.queue.push(&tasks).await
     }
@@ -147,7 +162,11 @@ impl JobSystem {
             self.redeliver(&jobs).await?;
             self.workers.remove(&worker).await?;
             if !jobs.is_empty() {
-                tracing::warn!(worker, jobs = jobs.len(), "re-queued the jobs of a worker that stopped heartbeating");
+                tracing::warn!(
+                    worker,
+                    jobs = jobs.len(),
+                    "re-queued the jobs of a worker that stopped heartbeating"
+                );
             }
             rescued += jobs.len();
         }
@@ -156,7 +175,13 @@ impl JobSystem {
 }
 
 /// Heartbeats, cancellation checks, orphan rescue and schedules, until `stop`.
-async fn housekeep(system: JobSystem, record: WorkerRecord, running: RunningJobs, options: WorkerOptions, stop: CancellationToken) {
+async fn housekeep(
+    system: JobSystem,
+    record: WorkerRecord,
+    running: RunningJobs,
+    options: WorkerOptions,
+    stop: CancellationToken,
+) {
     let mut heartbeat = tokio::time::interval(options.heartbeat);
     let mut schedules = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -198,7 +223,11 @@ async fn heartbeat_once(
     Ok(())
 }
 
-async fn listen_for_cancels(events: Arc<dyn storage::events::EventBus>, running: RunningJobs, stop: CancellationToken) {
+async fn listen_for_cancels(
+    events: Arc<dyn storage::events::EventBus>,
+    running: RunningJobs,
+    stop: CancellationToken,
+) {
     let mut requests = match events.subscribe(CANCEL_TOPIC).await {
         Ok(stream) => stream,
         Err(e) => {

@@ -16,6 +16,7 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
     ("ENGRAM_BIND", "address the HTTP server listens on"),
     ("DATABASE_URL", "postgres:// URL for the scale-out database; unset = SQLite in the data dir"),
     ("REDIS_URL", "redis:// URL for the job queue and event bus; unset = in-process"),
+    ("ENGRAM_REDIS_PREFIX", "prefix of every Redis key and channel, so deployments can share a server"),
     ("S3_BUCKET", "S3 bucket for blobs; unset = files in the data dir"),
     ("S3_PREFIX", "key prefix inside the bucket"),
     ("S3_ENDPOINT_URL", "S3-compatible endpoint (path-style addressing)"),
@@ -248,6 +249,7 @@ pub struct Config {
     pub bind: SocketAddr,
     pub database: DatabaseConfig,
     pub redis_url: Option<ConnectionUrl>,
+    pub redis_prefix: String,
     pub s3: Option<S3Config>,
     pub jwt_secret: Option<Secret>,
     pub api_key: Option<Secret>,
@@ -311,6 +313,18 @@ impl Config {
             bind,
             database,
             redis_url,
+            redis_prefix: parse_with(
+                raw,
+                "ENGRAM_REDIS_PREFIX",
+                "engram",
+                |v| {
+                    (!v.is_empty()
+                        && v.len() <= 64
+                        && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)))
+                    .then(|| v.to_string())
+                },
+                "use 1-64 letters, digits, '-', '_', '.' or ':'",
+            )?,
             s3,
             jwt_secret: raw.get("JWT_SECRET").map(Secret::new),
             api_key: raw.get("API_KEY").map(Secret::new),
@@ -350,6 +364,7 @@ impl Config {
             ("ENGRAM_BIND", Some(self.bind.to_string())),
             ("DATABASE_URL", Some(database)),
             ("REDIS_URL", self.redis_url.as_ref().map(ConnectionUrl::masked)),
+            ("ENGRAM_REDIS_PREFIX", Some(self.redis_prefix.clone())),
             ("S3_BUCKET", self.s3.as_ref().map(|s| s.bucket.clone())),
             ("S3_PREFIX", self.s3.as_ref().map(|s| s.prefix.clone())),
             ("S3_ENDPOINT_URL", self.s3.as_ref().and_then(|s| s.endpoint_url.clone())),

@@ -46,7 +46,7 @@ impl Backends {
         };
         let events: Arc<dyn EventBus> = match &config.redis_url {
             Some(url) => Arc::new(
-                RedisEventBus::connect(url.expose())
+                RedisEventBus::connect(url.expose(), &config.redis_prefix)
                     .await
                     .with_context(|| format!("cannot connect to Redis at {}", url.masked()))?,
             ),

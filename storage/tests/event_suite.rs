@@ -43,7 +43,9 @@ fn redis() -> Option<Open> {
     let url = storage::testing::redis_url()?;
     Some(Box::new(move || {
         let url = url.clone();
-        Box::pin(async move { Arc::new(RedisEventBus::connect(&url).await.unwrap()) as Arc<dyn EventBus> })
+        Box::pin(async move {
+            Arc::new(RedisEventBus::connect(&url, "engram-test").await.unwrap()) as Arc<dyn EventBus>
+        })
     }))
 }
 

@@ -63,7 +63,12 @@ fn log_event(line: &LogLine) -> Event {
 }
 
 /// Sends every stored line after `*last`, advancing it.
-async fn replay(state: &AppState, id: &str, last: &mut i64, sender: &mpsc::Sender<Event>) -> anyhow::Result<()> {
+async fn replay(
+    state: &AppState,
+    id: &str,
+    last: &mut i64,
+    sender: &mpsc::Sender<Event>,
+) -> anyhow::Result<()> {
     loop {
         let page = state.engine.jobs.logs(id, *last, PAGE).await?;
         for line in &page {
@@ -76,7 +81,13 @@ async fn replay(state: &AppState, id: &str, last: &mut i64, sender: &mpsc::Sende
     }
 }
 
-async fn end(state: &AppState, id: &str, status: JobStatus, last: &mut i64, sender: &mpsc::Sender<Event>) -> anyhow::Result<()> {
+async fn end(
+    state: &AppState,
+    id: &str,
+    status: JobStatus,
+    last: &mut i64,
+    sender: &mpsc::Sender<Event>,
+) -> anyhow::Result<()> {
     replay(state, id, last, sender).await?;
     let event = Event::default().event("end").json_data(serde_json::json!({"status": status}))?;
     send(sender, event).await

@@ -39,7 +39,7 @@ pub fn router() -> Router<AppState> {
 pub struct SubmitRequest {
     /// A registered job kind, e.g. `noop`.
     kind: String,
-    #[serde(default)]
+    #[serde(default = "empty_object")]
     payload: Value,
     /// Not before this time (RFC 3339).
     run_at: Option<DateTime<Utc>>,
@@ -138,12 +138,17 @@ pub async fn submit_batch(
     AppJson(request): AppJson<BatchRequest>,
 ) -> Result<(StatusCode, Json<BatchSubmitted>), ApiError> {
     if request.jobs.is_empty() || request.jobs.len() > MAX_BATCH {
-        return Err(ApiError::new(ErrorCode::Unprocessable, format!("jobs: must hold 1 to {MAX_BATCH} jobs")));
+        return Err(ApiError::new(
+            ErrorCode::Unprocessable,
+            format!("jobs: must hold 1 to {MAX_BATCH} jobs"),
+        ));
     }
     request.jobs.iter().try_for_each(check_request)?;
     let submits = request.jobs.into_iter().map(into_submit).collect();
     let created = state.engine.submit_many(submits).await.map_err(|(index, e)| match ApiError::from(e) {
-        e if e.code == ErrorCode::Unprocessable => ApiError::new(e.code, format!("jobs[{index}].{}", e.message)),
+        e if e.code == ErrorCode::Unprocessable => {
+            ApiError::new(e.code, format!("jobs[{index}].{}", e.message))
+        }
         e => e,
     })?;
     let jobs = created.iter().map(|(job, fresh)| Submitted::new(job, *fresh)).collect();
@@ -178,7 +183,10 @@ fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
 /// List jobs, newest first
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(ListQuery), responses(
     (status = 200, description = "One page", body = JobPage)))]
-pub async fn list(State(state): State<AppState>, AppQuery(query): AppQuery<ListQuery>) -> Result<Json<JobPage>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    AppQuery(query): AppQuery<ListQuery>,
+) -> Result<Json<JobPage>, ApiError> {
     let status = match query.status.as_deref() {
         None => None,
         Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
@@ -294,4 +302,9 @@ pub async fn queues(State(state): State<AppState>) -> Result<Json<QueueList>, Ap
     }
     stats.sort_by(|a, b| a.kind.cmp(&b.kind));
     Ok(Json(QueueList { queues: stats }))
+}
+
+/// A missing payload is an empty object, so kinds whose fields all have defaults need none.
+pub(crate) fn empty_object() -> Value {
+    Value::Object(Default::default())
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 use storage::sql::Schedule;
 use utoipa::ToSchema;
 
-use super::jobs::ANONYMOUS;
+use super::jobs::{ANONYMOUS, empty_object};
 use crate::error::{ApiError, AppJson};
 use crate::state::AppState;
 
@@ -35,7 +35,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<ScheduleList>, A
 #[serde(deny_unknown_fields)]
 pub struct CreateSchedule {
     kind: String,
-    #[serde(default)]
+    #[serde(default = "empty_object")]
     payload: Value,
     /// Five fields (`minute hour day month weekday`), or six/seven with seconds.
     cron: String,
@@ -68,7 +68,10 @@ async fn find(state: &AppState, id: &str) -> Result<Schedule, ApiError> {
 /// One schedule
 #[utoipa::path(get, path = "/api/v1/schedules/{id}", tag = "schedules", responses(
     (status = 200, body = Object), (status = 404, description = "No such schedule")))]
-pub async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Schedule>, ApiError> {
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Schedule>, ApiError> {
     Ok(Json(find(&state, &id).await?))
 }
 

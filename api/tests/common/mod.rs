@@ -15,7 +15,9 @@ use tokio::sync::oneshot;
 pub enum Stack {
     /// SQLite, files, in-process event bus.
     Embedded,
-    /// PostgreSQL, Redis, S3 from `scripts/services.sh`.
+    /// PostgreSQL for records and the queue; files and the in-process bus otherwise.
+    Postgres,
+    /// PostgreSQL, Redis (queue and bus), S3 from `scripts/services.sh`.
     ScaleOut,
 }
 
@@ -23,10 +25,12 @@ pub enum Stack {
 pub async fn stack_env(stack: Stack) -> Option<Vec<(String, String)>> {
     match stack {
         Stack::Embedded => Some(Vec::new()),
+        Stack::Postgres => Some(vec![("DATABASE_URL".to_string(), testing::fresh_postgres_url().await?)]),
         Stack::ScaleOut => {
             let mut env = vec![
                 ("DATABASE_URL".to_string(), testing::fresh_postgres_url().await?),
                 ("REDIS_URL".to_string(), testing::redis_url()?),
+                ("ENGRAM_REDIS_PREFIX".to_string(), format!("test-{}", ulid::Ulid::generate())),
             ];
             env.extend(testing::s3_env()?);
             Some(env)
@@ -51,6 +55,51 @@ impl TestApp {
         self.client.get(self.at(path)).send().await.expect("the server answers")
     }
 
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let response = self.get(path).await;
+        assert!(response.status().is_success(), "GET {path}: {}", response.status());
+        response.json().await.expect("a JSON body")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let response = self.client.post(self.at(path)).json(body).send().await.expect("the server answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Submits a job and returns its id.
+    pub async fn submit(&self, body: serde_json::Value) -> String {
+        let (status, reply) = self.post_json("/api/v1/jobs", &body).await;
+        assert_eq!(status, 202, "{reply}");
+        reply["job_id"].as_str().expect("a job id").to_string()
+    }
+
+    /// Polls the job until `done(job)` holds, or panics after `within`.
+    pub async fn wait_for_job(
+        &self,
+        id: &str,
+        within: Duration,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let started = Instant::now();
+        loop {
+            let job = self.get_json(&format!("/api/v1/jobs/{id}")).await;
+            if done(&job) {
+                return job;
+            }
+            assert!(started.elapsed() < within, "job {id} did not get there within {within:?}: {job}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits for a final status (succeeded, dead or cancelled).
+    pub async fn wait_final(&self, id: &str, within: Duration) -> serde_json::Value {
+        self.wait_for_job(id, within, |job| {
+            matches!(job["status"].as_str(), Some("succeeded" | "dead" | "cancelled"))
+        })
+        .await
+    }
+
     /// Fires the shutdown signal and waits for the server to finish.
     pub async fn stop(mut self) -> std::io::Result<()> {
         if let Some(tx) = self.shutdown.take() {
@@ -67,7 +116,12 @@ pub async fn spawn_app(stack: Stack, extra: &[(&str, &str)]) -> Option<TestApp> 
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let data_dir = tempfile::tempdir().unwrap().keep();
     let config = testing::config_in(&data_dir, &env);
-    let app = Application::build(config).await.expect("the app builds");
+    let app = Application::build(config).await.expect("the app builds").with_worker(jobs::WorkerOptions {
+        heartbeat: Duration::from_millis(500),
+        stale_after: Duration::from_secs(3),
+        drain: Duration::from_secs(5),
+        ..Default::default()
+    });
     let url = format!("http://{}", app.local_addr());
     let (tx, rx) = oneshot::channel();
     let server = tokio::spawn(app.run_until(async move {

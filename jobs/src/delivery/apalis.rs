@@ -35,11 +35,18 @@ const PRIORITY_OFFSET: i64 = 1_000_000;
 pub enum ApalisQueue {
     Sqlite(SqlitePool),
     Postgres(PgPool),
-    Redis(ConnectionManager),
+    /// On Redis, keys start with a prefix of the deployment's (`ENGRAM_REDIS_PREFIX`), so
+    /// several deployments can share one server.
+    Redis(ConnectionManager, String),
 }
 
-fn queue_name(kind: &str) -> String {
-    format!("engram:{kind}")
+impl ApalisQueue {
+    fn queue_name(&self, kind: &str) -> String {
+        match self {
+            ApalisQueue::Redis(_, prefix) => format!("{prefix}:{kind}"),
+            _ => format!("engram:{kind}"),
+        }
+    }
 }
 
 /// apalis' own keep-alive; also bounds how long a lost wake-up can idle a worker (the
@@ -51,25 +58,19 @@ const FETCH_BATCH: usize = 100;
 /// at once: apalis-redis fails every fetch with more than about 8,000 due tasks (defect 2).
 const REDIS_CHUNK: usize = 1000;
 
-fn sqlite_config(kind: &str) -> apalis_sqlite::Config {
-    apalis_sqlite::Config::default()
-        .queue(queue_name(kind))
-        .batch_size(FETCH_BATCH)
-        .heartbeat_interval(APALIS_HEARTBEAT)
+fn sqlite_config(queue: String) -> apalis_sqlite::Config {
+    apalis_sqlite::Config::default().queue(queue).batch_size(FETCH_BATCH).heartbeat_interval(APALIS_HEARTBEAT)
 }
 
-fn postgres_config(kind: &str) -> apalis_postgres::Config {
+fn postgres_config(queue: String) -> apalis_postgres::Config {
     apalis_postgres::Config::default()
-        .queue(queue_name(kind))
+        .queue(queue)
         .batch_size(FETCH_BATCH)
         .heartbeat_interval(APALIS_HEARTBEAT)
 }
 
-fn redis_config(kind: &str) -> apalis_redis::Config {
-    apalis_redis::Config::default()
-        .queue(queue_name(kind))
-        .batch_size(FETCH_BATCH)
-        .heartbeat_interval(APALIS_HEARTBEAT)
+fn redis_config(queue: String) -> apalis_redis::Config {
+    apalis_redis::Config::default().queue(queue).batch_size(FETCH_BATCH).heartbeat_interval(APALIS_HEARTBEAT)
 }
 
 /// Moves up to `REDIS_CHUNK` due task ids from a queue's scheduled set to its active list
@@ -89,8 +90,7 @@ return #ids",
 });
 
 /// Promotes every due task of `kind` in chunks, so no fetch ever sees a huge due set.
-async fn redis_promote_due(connection: &ConnectionManager, kind: &str) -> anyhow::Result<usize> {
-    let queue = queue_name(kind);
+async fn redis_promote_due(connection: &ConnectionManager, queue: &str) -> anyhow::Result<usize> {
     let mut connection = connection.clone();
     let now = chrono::Utc::now().timestamp().max(0);
     let mut total = 0;
@@ -139,16 +139,16 @@ impl ApalisQueue {
             ApalisQueue::Postgres(pool) => {
                 postgres_migrator().run(pool).await.context("cannot apply apalis-postgres migrations")?;
             }
-            ApalisQueue::Redis(_) => {}
+            ApalisQueue::Redis(..) => {}
         }
         Ok(())
     }
 
     /// Periodic upkeep: on Redis, promotes delayed tasks that fell due in small chunks.
     pub async fn maintain(&self, kinds: &[String]) -> anyhow::Result<()> {
-        if let ApalisQueue::Redis(connection) = self {
+        if let ApalisQueue::Redis(connection, _) = self {
             for kind in kinds {
-                redis_promote_due(connection, kind).await?;
+                redis_promote_due(connection, &self.queue_name(kind)).await?;
             }
         }
         Ok(())
@@ -167,11 +167,12 @@ impl ApalisQueue {
         let mut monitor = Monitor::new();
         let kinds: Vec<String> = runner.kinds.names().map(str::to_string).collect();
         for kind in kinds {
-            let (name, runner, queue) = (format!("{worker_name}:{kind}"), runner.clone(), self.clone());
-            monitor = match queue {
+            let (name, runner, queue_name) =
+                (format!("{worker_name}:{kind}"), runner.clone(), self.queue_name(&kind));
+            monitor = match self.clone() {
                 ApalisQueue::Sqlite(pool) => monitor.register(move |_| {
                     let backend = SqliteStorage::<JobRef>::new(&pool)
-                        .with_config(sqlite_config(&kind))
+                        .with_config(sqlite_config(queue_name.clone()))
                         .poll_with_interval(POLL_INTERVAL);
                     WorkerBuilder::new(name.clone())
                         .backend(backend)
@@ -182,10 +183,10 @@ impl ApalisQueue {
                 ApalisQueue::Postgres(pool) => monitor.register(move |_| {
                     // NOTIFY wakes workers for tasks due now; the interval catches delayed ones.
                     let strategy = Strategy::new()
-                        .stream(Pubsub::new(pool.clone(), queue_name(&kind)))
+                        .stream(Pubsub::new(pool.clone(), queue_name.clone()))
                         .interval(POSTGRES_POLL_INTERVAL);
                     let backend = PostgresStorage::<JobRef>::new(&pool)
-                        .with_config(postgres_config(&kind))
+                        .with_config(postgres_config(queue_name.clone()))
                         .poll_with_strategy(strategy);
                     WorkerBuilder::new(name.clone())
                         .backend(backend)
@@ -193,9 +194,9 @@ impl ApalisQueue {
                         .concurrency(concurrency)
                         .build(handle)
                 }),
-                ApalisQueue::Redis(connection) => monitor.register(move |_| {
+                ApalisQueue::Redis(connection, _) => monitor.register(move |_| {
                     let backend = RedisStorage::<JobRef>::new(connection.clone())
-                        .with_config(redis_config(&kind))
+                        .with_config(redis_config(queue_name.clone()))
                         .poll_with_interval(POLL_INTERVAL);
                     WorkerBuilder::new(name.clone())
                         .backend(backend)
@@ -255,7 +256,7 @@ impl Delivery for ApalisQueue {
         match self {
             ApalisQueue::Sqlite(_) => "sqlite",
             ApalisQueue::Postgres(_) => "postgres",
-            ApalisQueue::Redis(_) => "redis",
+            ApalisQueue::Redis(..) => "redis",
         }
     }
 
@@ -267,16 +268,20 @@ impl Delivery for ApalisQueue {
         for (kind, tasks) in by_kind {
             let tasks = futures::stream::iter(tasks);
             match self {
-                ApalisQueue::Sqlite(pool) => {
-                    SqliteStorage::<JobRef>::new(pool).with_config(sqlite_config(kind)).push_all(tasks).await
-                        .map_err(|e| anyhow::anyhow!("apalis-sqlite: {e}"))?
-                }
-                ApalisQueue::Postgres(pool) => {
-                    PostgresStorage::<JobRef>::new(pool).with_config(postgres_config(kind)).push_all(tasks).await
-                        .map_err(|e| anyhow::anyhow!("apalis-postgres: {e}"))?
-                }
-                ApalisQueue::Redis(connection) => {
-                    let mut storage = RedisStorage::<JobRef>::new(connection.clone()).with_config(redis_config(kind));
+                ApalisQueue::Sqlite(pool) => SqliteStorage::<JobRef>::new(pool)
+                    .with_config(sqlite_config(self.queue_name(kind)))
+                    .push_all(tasks)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("apalis-sqlite: {e}"))?,
+                ApalisQueue::Postgres(pool) => PostgresStorage::<JobRef>::new(pool)
+                    .with_config(postgres_config(self.queue_name(kind)))
+                    .push_all(tasks)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("apalis-postgres: {e}"))?,
+                ApalisQueue::Redis(connection, _) => {
+                    let queue = self.queue_name(kind);
+                    let mut storage = RedisStorage::<JobRef>::new(connection.clone())
+                        .with_config(redis_config(queue.clone()));
                     let tasks: Vec<Task<JobRef>> = futures::StreamExt::collect(tasks).await;
                     let mut tasks = tasks.into_iter().peekable();
                     while tasks.peek().is_some() {
@@ -285,7 +290,7 @@ impl Delivery for ApalisQueue {
                             .push_all(futures::stream::iter(chunk))
                             .await
                             .map_err(|e| anyhow::anyhow!("apalis-redis: {e}"))?;
-                        redis_promote_due(connection, kind).await?;
+                        redis_promote_due(connection, &queue).await?;
                     }
                 }
             }

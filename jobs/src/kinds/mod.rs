@@ -127,7 +127,8 @@ impl<K: Kind> ErasedKind for K {
     }
 
     async fn run(&self, payload: Value, ctx: &JobContext) -> Result<Value, JobError> {
-        let payload = parse_payload::<K::Payload>(&payload).map_err(|e| JobError::Permanent(e.to_string()))?;
+        let payload =
+            parse_payload::<K::Payload>(&payload).map_err(|e| JobError::Permanent(e.to_string()))?;
         Kind::run(self, payload, ctx).await
     }
 }
@@ -164,7 +165,10 @@ impl Registry {
         let mut kinds = BTreeMap::new();
         for name in names {
             let kind = self.kinds.get(name.as_str()).ok_or_else(|| {
-                format!("unknown job kind {name:?}; known kinds: {}", self.names().collect::<Vec<_>>().join(", "))
+                format!(
+                    "unknown job kind {name:?}; known kinds: {}",
+                    self.names().collect::<Vec<_>>().join(", ")
+                )
             })?;
             kinds.insert(kind.name(), kind.clone());
         }

@@ -44,7 +44,12 @@ impl Kind for Noop {
     const NAME: &'static str = "noop";
 
     fn policy(&self) -> Policy {
-        Policy { timeout: Duration::from_secs(60), max_attempts: 3, backoff_base: Duration::from_millis(200), ..Policy::default() }
+        Policy {
+            timeout: Duration::from_secs(60),
+            max_attempts: 3,
+            backoff_base: Duration::from_millis(200),
+            ..Policy::default()
+        }
     }
 
     fn timeout(&self, payload: &NoopPayload) -> Duration {

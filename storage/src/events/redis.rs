@@ -1,5 +1,5 @@
 //! Event bus on Redis pub/sub, so an event published by any process reaches subscribers in
-//! every other. Channels are named `engram:events:<topic>`.
+//! every other. Channels are named `<prefix>:events:<topic>`.
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -10,11 +10,10 @@ use serde_json::Value;
 use super::{Event, EventBus, EventStream};
 use crate::error::{StoreError, StoreResult};
 
-const CHANNEL_PREFIX: &str = "engram:events:";
-
 pub struct RedisEventBus {
     client: redis::Client,
     publisher: ConnectionManager,
+    channel_prefix: String,
 }
 
 fn redis_error(e: redis::RedisError) -> StoreError {
@@ -22,13 +21,14 @@ fn redis_error(e: redis::RedisError) -> StoreError {
 }
 
 impl RedisEventBus {
-    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+    /// Connects; channels are named `<prefix>:events:<topic>`.
+    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)?;
         let publisher =
             tokio::time::timeout(std::time::Duration::from_secs(5), ConnectionManager::new(client.clone()))
                 .await
                 .map_err(|_| anyhow::anyhow!("no answer within 5 s"))??;
-        Ok(Self { client, publisher })
+        Ok(Self { client, publisher, channel_prefix: format!("{prefix}:events:") })
     }
 }
 
@@ -42,14 +42,14 @@ impl EventBus for RedisEventBus {
         let body = serde_json::to_string(&payload).map_err(|e| StoreError::backend("redis", e))?;
         let mut connection = self.publisher.clone();
         let _receivers: i64 =
-            connection.publish(format!("{CHANNEL_PREFIX}{topic}"), body).await.map_err(redis_error)?;
+            connection.publish(format!("{}{topic}", self.channel_prefix), body).await.map_err(redis_error)?;
         Ok(())
     }
 
     async fn subscribe(&self, topic: &str) -> StoreResult<EventStream> {
         let mut pubsub = self.client.get_async_pubsub().await.map_err(redis_error)?;
         // Returns once Redis has confirmed the subscription.
-        pubsub.subscribe(format!("{CHANNEL_PREFIX}{topic}")).await.map_err(redis_error)?;
+        pubsub.subscribe(format!("{}{topic}", self.channel_prefix)).await.map_err(redis_error)?;
         let topic = topic.to_string();
         Ok(pubsub
             .into_on_message()
