@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
+use storage::Backends;
 use storage::sql::{JobStore, LogLine};
 use tokio_util::sync::CancellationToken;
 
@@ -15,6 +16,7 @@ use crate::kinds::JobError;
 use crate::logs::LogWriter;
 
 pub struct JobContext {
+    backends: Backends,
     job_id: String,
     attempt: i32,
     cancel: CancellationToken,
@@ -24,7 +26,9 @@ pub struct JobContext {
 }
 
 impl JobContext {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
+        backends: Backends,
         job_id: String,
         attempt: i32,
         last_log_seq: i64,
@@ -32,7 +36,12 @@ impl JobContext {
         logs: LogWriter,
         jobs: Arc<dyn JobStore>,
     ) -> Self {
-        Self { job_id, attempt, cancel, next_seq: AtomicI64::new(last_log_seq + 1), logs, jobs }
+        Self { backends, job_id, attempt, cancel, next_seq: AtomicI64::new(last_log_seq + 1), logs, jobs }
+    }
+
+    /// The stores a handler works with.
+    pub fn backends(&self) -> &Backends {
+        &self.backends
     }
 
     pub fn job_id(&self) -> &str {

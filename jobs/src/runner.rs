@@ -70,6 +70,7 @@ pub enum Executed {
 
 #[derive(Clone)]
 pub struct Runner {
+    pub backends: storage::Backends,
     pub worker_id: String,
     pub jobs: Arc<dyn JobStore>,
     pub kinds: Registry,
@@ -128,6 +129,7 @@ impl Runner {
         let timeout = kind.timeout(&job.payload);
         let last_seq = self.jobs.last_log_seq(&job.id).await.unwrap_or(0);
         let ctx = JobContext::new(
+            self.backends.clone(),
             job.id.clone(),
             job.attempt,
             last_seq,

@@ -54,6 +54,7 @@ impl Default for WorkerOptions {
 #[derive(Clone)]
 pub struct JobSystem {
     pub engine: JobEngine,
+    backends: Backends,
     pub workers: Arc<dyn WorkerStore>,
     queue: ApalisQueue,
     logs: LogWriter,
@@ -74,6 +75,7 @@ impl JobSystem {
                 delivery: Arc::new(apalis.clone()),
             },
             workers: backends.database.worker_store(),
+            backends: backends.clone(),
             logs: LogWriter::spawn(jobs, backends.events.clone()),
             queue: apalis,
         })
@@ -101,6 +103,7 @@ impl JobSystem {
         };
         self.workers.register(&record).await?;
         let runner = Runner {
+            backends: self.backends.clone(),
             worker_id: worker_id.clone(),
             jobs: self.engine.jobs.clone(),
             kinds,
@@ -184,9 +187,15 @@ async fn housekeep(
 ) {
     let mut heartbeat = tokio::time::interval(options.heartbeat);
     let mut schedules = tokio::time::interval(Duration::from_secs(1));
+    let mut sweep = tokio::time::interval(REDELIVER_AFTER / 5);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
+            _ = sweep.tick() => {
+                if let Err(e) = redeliver_lost(&system).await {
+                    tracing::warn!(error = %format!("{e:#}"), "re-delivery sweep failed");
+                }
+            }
             _ = heartbeat.tick() => {
                 if let Err(e) = heartbeat_once(&system, &record, &running, &options).await {
                     tracing::warn!(error = %format!("{e:#}"), "worker heartbeat failed");
@@ -220,6 +229,21 @@ async fn heartbeat_once(
         }
     }
     system.rescue_orphans(&record.id, options.stale_after).await?;
+    Ok(())
+}
+
+/// Jobs due this long ago and still queued have probably lost their delivery (a crash
+/// between recording and pushing, a queue flushed): they are pushed again. A duplicate
+/// delivery is harmless, as only one claim of a job succeeds.
+const REDELIVER_AFTER: Duration = Duration::from_secs(300);
+
+async fn redeliver_lost(system: &JobSystem) -> anyhow::Result<()> {
+    let before = Utc::now() - chrono::Duration::from_std(REDELIVER_AFTER)?;
+    let lost = system.engine.jobs.due_jobs(before, 1000).await?;
+    if !lost.is_empty() {
+        tracing::warn!(jobs = lost.len(), "pushing long-due queued jobs again");
+        system.redeliver(&lost).await?;
+    }
     Ok(())
 }
 

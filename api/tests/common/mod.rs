@@ -42,6 +42,7 @@ pub struct TestApp {
     pub url: String,
     pub client: reqwest::Client,
     pub data_dir: PathBuf,
+    pub env: Vec<(String, String)>,
     shutdown: Option<oneshot::Sender<()>>,
     pub server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -112,22 +113,34 @@ impl TestApp {
 /// Builds and serves an in-process app on `stack` plus `extra` variables; `None` when the
 /// stack's services are not configured (and not required).
 pub async fn spawn_app(stack: Stack, extra: &[(&str, &str)]) -> Option<TestApp> {
+    spawn_app_with(stack, extra, true).await
+}
+
+/// Like `spawn_app`; without an in-process worker unless `worker`. `TestApp::env` holds the
+/// variables (data dir included) that point another process at the same backends.
+pub async fn spawn_app_with(stack: Stack, extra: &[(&str, &str)], worker: bool) -> Option<TestApp> {
     let mut env = stack_env(stack).await?;
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let data_dir = tempfile::tempdir().unwrap().keep();
     let config = testing::config_in(&data_dir, &env);
-    let app = Application::build(config).await.expect("the app builds").with_worker(jobs::WorkerOptions {
-        heartbeat: Duration::from_millis(500),
-        stale_after: Duration::from_secs(3),
-        drain: Duration::from_secs(5),
-        ..Default::default()
-    });
+    env.push(("ENGRAM_DATA_DIR".to_string(), data_dir.display().to_string()));
+    let app = Application::build(config).await.expect("the app builds");
+    let app = if worker {
+        app.with_worker(jobs::WorkerOptions {
+            heartbeat: Duration::from_millis(500),
+            stale_after: Duration::from_secs(3),
+            drain: Duration::from_secs(5),
+            ..Default::default()
+        })
+    } else {
+        app.without_worker()
+    };
     let url = format!("http://{}", app.local_addr());
     let (tx, rx) = oneshot::channel();
     let server = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
     }));
-    Some(TestApp { url, client: reqwest::Client::new(), data_dir, shutdown: Some(tx), server })
+    Some(TestApp { url, client: reqwest::Client::new(), data_dir, env, shutdown: Some(tx), server })
 }
 
 /// A port nobody listens on right now.
@@ -147,6 +160,24 @@ pub fn engram_api(args: &[&str], env: &[(String, String)]) -> tokio::process::Co
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// The real `engram-worker` binary (built beside `engram-api` by `cargo test --workspace`).
+pub fn engram_worker(args: &[&str], env: &[(String, String)]) -> tokio::process::Command {
+    let path = std::path::Path::new(env!("CARGO_BIN_EXE_engram-api")).with_file_name("engram-worker");
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
+    let mut command = tokio::process::Command::new(path);
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", std::env::var("HOME").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .kill_on_drop(true);
     command
 }

@@ -52,6 +52,9 @@ impl ApalisQueue {
 /// apalis' own keep-alive; also bounds how long a lost wake-up can idle a worker (the
 /// default 30 s made idle Postgres workers miss new tasks for up to that long).
 const APALIS_HEARTBEAT: Duration = Duration::from_secs(5);
+/// A worker process silent for this many apalis heartbeats has its fetched tasks handed to
+/// others (15 s; the defaults were 60 s on SQLite and 300 s elsewhere).
+const APALIS_MISSED_HEARTBEATS: usize = 3;
 /// Tasks claimed per fetch.
 const FETCH_BATCH: usize = 100;
 /// Most tasks pushed to Redis at once, and moved from its scheduled set to its active list
@@ -67,6 +70,7 @@ fn postgres_config(queue: String) -> apalis_postgres::Config {
         .queue(queue)
         .batch_size(FETCH_BATCH)
         .heartbeat_interval(APALIS_HEARTBEAT)
+        .missed_heartbeats(APALIS_MISSED_HEARTBEATS)
 }
 
 fn redis_config(queue: String) -> apalis_redis::Config {

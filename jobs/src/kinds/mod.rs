@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-pub use noop::{Noop, NoopPayload};
+pub use noop::{EFFECTS_NAMESPACE, Noop, NoopPayload};
 
 use crate::context::JobContext;
 

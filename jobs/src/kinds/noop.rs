@@ -7,8 +7,13 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use storage::sql::Expect;
+
 use super::{JobError, Kind, Policy};
 use crate::context::JobContext;
+
+/// Where `record_effect` writes.
+pub const EFFECTS_NAMESPACE: &str = "noop-effects";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +36,10 @@ pub struct NoopPayload {
     /// Attempt timeout instead of the kind's 60 s.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Record that this job ran, idempotently (key = job id), in the key/value store's
+    /// `noop-effects` namespace: a side effect that tests can count.
+    #[serde(default)]
+    pub record_effect: bool,
     /// Echoed into the result.
     #[serde(default)]
     pub echo: Value,
@@ -74,6 +83,14 @@ impl Kind for Noop {
             command.args(args);
             let status = ctx.run_child(command).await?;
             ctx.info(format!("child exited with {status}"));
+        }
+        if payload.record_effect {
+            let effect = json!({"attempt": ctx.attempt()});
+            ctx.backends()
+                .key_values
+                .put(EFFECTS_NAMESPACE, ctx.job_id(), &effect, Expect::Any)
+                .await
+                .map_err(|e| JobError::Failed(e.to_string()))?;
         }
         Ok(json!({"attempt": ctx.attempt(), "echo": payload.echo}))
     }

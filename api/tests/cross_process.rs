@@ -1,0 +1,186 @@
+//! Jobs across processes: `engram-api` (no in-process worker) with separate `engram-worker`
+//! processes on the same backends — pick-up latency, a worker SIGKILLed mid-run, live logs
+//! and schedules with two workers.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::{Stack, TestApp, engram_worker, spawn_app_with};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use storage::config::{Config, RawConfig};
+use storage::sql::Database;
+
+macro_rules! on_every_stack {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $case() { super::$case(super::Stack::Embedded).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $case() { super::$case(super::Stack::Postgres).await })*
+        }
+        mod postgres_redis {
+            $(#[tokio::test] async fn $case() { super::$case(super::Stack::ScaleOut).await })*
+        }
+    };
+}
+
+on_every_stack!(
+    a_job_pushed_by_the_api_starts_in_a_separate_worker_within_500ms,
+    a_killed_worker_loses_nothing
+);
+
+fn worker(app: &TestApp, extra: &[&str]) -> tokio::process::Child {
+    let mut args = vec!["--heartbeat-secs", "1", "--stale-after-secs", "3"];
+    args.extend_from_slice(extra);
+    engram_worker(&args, &app.env).spawn().expect("engram-worker starts")
+}
+
+/// Waits until `count` workers are registered.
+async fn wait_for_workers(app: &TestApp, count: usize) {
+    let started = Instant::now();
+    while app.get_json("/api/v1/workers").await["workers"].as_array().unwrap().len() < count {
+        assert!(started.elapsed() < Duration::from_secs(30), "workers did not register");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn millis_between(job: &Value, from: &str, to: &str) -> i64 {
+    let at = |field: &str| job[field].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+    (at(to) - at(from)).num_milliseconds()
+}
+
+async fn a_job_pushed_by_the_api_starts_in_a_separate_worker_within_500ms(stack: Stack) {
+    let Some(app) = spawn_app_with(stack, &[], false).await else { return };
+    let _worker = worker(&app, &[]);
+    wait_for_workers(&app, 1).await;
+    // Let the idle worker settle into polling, then measure several separate pushes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..5 {
+        let id = app.submit(json!({"kind": "noop"})).await;
+        let job = app.wait_final(&id, Duration::from_secs(10)).await;
+        assert_eq!(job["status"], "succeeded");
+        let latency = millis_between(&job, "created_at", "started_at");
+        assert!(latency < 500, "started {latency} ms after submission: {job}");
+        assert_ne!(job["worker_id"], Value::Null);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn open_database(app: &TestApp) -> Database {
+    let config = Config::from_raw(&RawConfig::layered(app.env.clone(), [], [])).unwrap();
+    Database::connect(&config.database).await.unwrap()
+}
+
+async fn a_killed_worker_loses_nothing(stack: Stack) {
+    let Some(app) = spawn_app_with(stack, &[], false).await else { return };
+    let mut first = worker(&app, &["--concurrency", "8"]);
+    wait_for_workers(&app, 1).await;
+    let jobs: Vec<Value> = (0..2000)
+        .map(|_| json!({"kind": "noop", "payload": {"sleep_ms": 10, "record_effect": true}}))
+        .collect();
+    let (status, reply) = app.post_json("/api/v1/jobs/batch", &json!({"jobs": jobs})).await;
+    assert_eq!(status, 202, "{reply}");
+    let ids: Vec<String> =
+        reply["jobs"].as_array().unwrap().iter().map(|j| j["job_id"].as_str().unwrap().to_string()).collect();
+
+    // Kill the first worker once a few hundred jobs are done, with others running.
+    let started = Instant::now();
+    loop {
+        let done = app.get_json("/api/v1/queues").await["queues"][0]["succeeded_last_hour"].as_i64().unwrap();
+        if done >= 300 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the first worker made no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    let _second = worker(&app, &["--concurrency", "8"]);
+
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let queues = app.get_json("/api/v1/queues").await;
+        let noop = &queues["queues"][0];
+        if noop["succeeded_last_hour"].as_i64() == Some(2000) {
+            assert_eq!((noop["queued"].as_i64(), noop["running"].as_i64()), (Some(0), Some(0)), "{queues}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not every job finished: {queues}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let database = open_database(&app).await;
+    let jobs = database.job_store();
+    let effects = database.key_value_store();
+    let mut reran = 0;
+    for id in &ids {
+        let job = jobs.get(id).await.unwrap().unwrap();
+        assert_eq!(job.status, storage::sql::JobStatus::Succeeded, "{job:?}");
+        let effect = effects.get(jobs::kinds::EFFECTS_NAMESPACE, id).await.unwrap().expect("its side effect");
+        if effect.version > 1 || job.attempt > 1 {
+            reran += 1;
+        }
+    }
+    let mut recorded = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let page = effects.list(jobs::kinds::EFFECTS_NAMESPACE, "", after.as_deref(), 1000).await.unwrap();
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        recorded += page.len();
+    }
+    assert_eq!(recorded, 2000, "one effect per job, none stray");
+    assert!(reran > 0, "the kill should have interrupted running jobs");
+    eprintln!("crash test: 2000 succeeded, {reran} ran more than once (at-least-once, idempotent)");
+}
+
+#[tokio::test]
+async fn two_workers_stream_logs_to_the_api_and_fire_each_tick_once() {
+    let Some(app) = spawn_app_with(Stack::ScaleOut, &[], false).await else { return };
+    let _workers = [worker(&app, &[]), worker(&app, &[])];
+    wait_for_workers(&app, 2).await;
+
+    let run_at = chrono::Utc::now() + chrono::Duration::seconds(1);
+    let id = app.submit(json!({"kind": "noop", "run_at": run_at, "payload": {"log_lines": 20}})).await;
+    let response = app.client.get(app.at(&format!("/api/v1/jobs/{id}/logs/stream"))).send().await.unwrap();
+    let mut body = response.bytes_stream();
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !text.contains("event: end") {
+        let chunk = tokio::time::timeout_at(deadline.into(), body.next()).await.expect("the stream ends");
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap().unwrap()));
+    }
+    let seqs: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("id: ")).collect();
+    assert_eq!(
+        seqs,
+        (1..=20).map(|i| i.to_string()).collect::<Vec<_>>().iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    let job = app.get_json(&format!("/api/v1/jobs/{id}")).await;
+    let workers: HashSet<String> = app.get_json("/api/v1/workers").await["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(workers.contains(job["worker_id"].as_str().unwrap()), "ran in a worker process: {job}");
+
+    let (status, schedule) =
+        app.post_json("/api/v1/schedules", &json!({"kind": "noop", "cron": "* * * * * *"})).await;
+    assert_eq!(status, 201);
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let patch = json!({"paused": true});
+    app.client
+        .patch(app.at(&format!("/api/v1/schedules/{}", schedule["id"].as_str().unwrap())))
+        .json(&patch)
+        .send()
+        .await
+        .unwrap();
+    let jobs = app.get_json("/api/v1/jobs?limit=100").await;
+    let ticks: Vec<&str> =
+        jobs["jobs"].as_array().unwrap().iter().filter_map(|j| j["idempotency_key"].as_str()).collect();
+    let unique: HashSet<_> = ticks.iter().collect();
+    assert!(ticks.len() >= 3, "{ticks:?}");
+    assert_eq!(unique.len(), ticks.len(), "every tick once with two schedulers: {ticks:?}");
+}
