@@ -184,3 +184,52 @@ async fn two_workers_stream_logs_to_the_api_and_fire_each_tick_once() {
     assert!(ticks.len() >= 3, "{ticks:?}");
     assert_eq!(unique.len(), ticks.len(), "every tick once with two schedulers: {ticks:?}");
 }
+
+#[tokio::test]
+async fn twenty_thousand_queued_jobs_drain_on_redis() {
+    let Some(app) = spawn_app_with(Stack::ScaleOut, &[], false).await else { return };
+    for _ in 0..2 {
+        let jobs: Vec<Value> = (0..10_000).map(|_| json!({"kind": "noop"})).collect();
+        let (status, reply) = app.post_json("/api/v1/jobs/batch", &json!({"jobs": jobs})).await;
+        assert_eq!(status, 202, "{reply}");
+    }
+    // Everything is due before any worker runs: apalis-redis alone dies above ~8,000.
+    let mut worker = worker(&app, &["--concurrency", "16"]);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let queues = app.get_json("/api/v1/queues").await;
+        if queues["queues"][0]["succeeded_last_hour"].as_i64() == Some(20_000) {
+            break;
+        }
+        assert!(worker.try_wait().unwrap().is_none(), "the worker died: {queues}");
+        assert!(Instant::now() < deadline, "the backlog did not drain: {queues}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_finishing_short_jobs_and_requeueing_long_ones() {
+    let Some(app) = spawn_app_with(Stack::Embedded, &[], false).await else { return };
+    let mut first = worker(&app, &["--drain-secs", "2"]);
+    wait_for_workers(&app, 1).await;
+    let short = app.submit(json!({"kind": "noop", "payload": {"sleep_ms": 1000}})).await;
+    let long = app.submit(json!({"kind": "noop", "payload": {"sleep_ms": 15000}})).await;
+    for id in [&short, &long] {
+        app.wait_for_job(id, Duration::from_secs(10), |j| j["status"] == "running").await;
+    }
+    std::process::Command::new("kill").args(["-TERM", &first.id().unwrap().to_string()]).status().unwrap();
+    let status =
+        tokio::time::timeout(Duration::from_secs(10), first.wait()).await.expect("drains in time").unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        app.get_json(&format!("/api/v1/jobs/{short}")).await["status"],
+        "succeeded",
+        "finished while draining"
+    );
+    let long_job = app.get_json(&format!("/api/v1/jobs/{long}")).await;
+    assert_eq!(long_job["status"], "queued", "re-queued at the deadline: {long_job}");
+    assert!(app.get_json("/api/v1/workers").await["workers"].as_array().unwrap().is_empty(), "deregistered");
+    let _second = worker(&app, &[]);
+    let job = app.wait_final(&long, Duration::from_secs(40)).await;
+    assert_eq!((job["status"].as_str(), job["attempt"].as_i64()), (Some("succeeded"), Some(2)), "{job}");
+}
