@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 use common::{Stack, TestApp, engram_worker, spawn_app_with};
 use futures::StreamExt;
 use serde_json::{Value, json};
-use storage::config::{Config, RawConfig};
-use storage::sql::Database;
 
 macro_rules! on_every_stack {
     ($($case:ident),* $(,)?) => {
@@ -69,11 +67,6 @@ async fn a_job_pushed_by_the_api_starts_in_a_separate_worker_within_500ms(stack:
     }
 }
 
-async fn open_database(app: &TestApp) -> Database {
-    let config = Config::from_raw(&RawConfig::layered(app.env.clone(), [], [])).unwrap();
-    Database::connect(&config.database).await.unwrap()
-}
-
 async fn a_killed_worker_loses_nothing(stack: Stack) {
     let Some(app) = spawn_app_with(stack, &[], false).await else { return };
     let mut first = worker(&app, &["--concurrency", "8"]);
@@ -111,7 +104,7 @@ async fn a_killed_worker_loses_nothing(stack: Stack) {
         assert!(Instant::now() < deadline, "not every job finished: {queues}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let database = open_database(&app).await;
+    let database = app.open_database().await;
     let jobs = database.job_store();
     let effects = database.key_value_store();
     let mut reran = 0;

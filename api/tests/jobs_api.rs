@@ -36,6 +36,7 @@ on_every_stack!(
     manual_retry_of_a_dead_job,
     a_schedule_fires_once_per_tick,
     workers_and_queues_are_listed,
+    tombstone_gc_purges_only_old_tombstones,
 );
 
 async fn run<F: std::future::Future<Output = ()>>(stack: Stack, case: impl FnOnce(TestApp) -> F) {
@@ -316,4 +317,34 @@ async fn workers_and_queues_are_listed(app: TestApp) {
     app.wait_final(&id, WITHIN).await;
     let queues = app.get_json("/api/v1/queues").await;
     assert_eq!(queues["queues"][0]["succeeded_last_minute"], 1, "{queues}");
+}
+
+async fn tombstone_gc_purges_only_old_tombstones(app: TestApp) {
+    let index = app.open_database().await.blob_index();
+    let entry = |path: &str, days_old: i64, is_deleted: bool| storage::sql::IndexEntry {
+        namespace: "alice".into(),
+        path: path.into(),
+        md5: "d41d8cd98f00b204e9800998ecf8427e".into(),
+        size: 0,
+        last_modified: chrono::Utc::now() - chrono::Duration::days(days_old),
+        is_deleted,
+    };
+    for e in [entry("old-tombstone", 40, true), entry("new-tombstone", 2, true), entry("old-live", 40, false)]
+    {
+        index.upsert(&e).await.unwrap();
+    }
+    let id = app.submit(json!({"kind": "tombstone_gc", "payload": {"retention_days": 30}})).await;
+    let job = app.wait_final(&id, WITHIN).await;
+    assert_eq!(
+        (job["status"].as_str(), job["result"]["purged"].as_i64()),
+        (Some("succeeded"), Some(1)),
+        "{job}"
+    );
+    assert!(index.get("alice", "old-tombstone").await.unwrap().is_none());
+    assert!(index.get("alice", "new-tombstone").await.unwrap().is_some());
+    assert!(index.get("alice", "old-live").await.unwrap().is_some());
+    let (status, _) = app
+        .post_json("/api/v1/jobs", &json!({"kind": "tombstone_gc", "payload": {"retention_days": -1}}))
+        .await;
+    assert_eq!(status, 422);
 }

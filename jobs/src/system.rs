@@ -15,14 +15,14 @@ use tokio_util::sync::CancellationToken;
 use crate::delivery::{ApalisQueue, Delivery, DeliveryTask};
 use crate::engine::JobEngine;
 use crate::events::{CANCEL_TOPIC, CancelRequest};
-use crate::kinds::{Noop, Registry};
+use crate::kinds::{Noop, Registry, TombstoneGc};
 use crate::logs::LogWriter;
 use crate::queue::QueueBackend;
 use crate::runner::{Runner, RunningJobs};
 
 /// Every kind this build runs.
 pub fn all_kinds() -> Registry {
-    Registry::new().with(Noop)
+    Registry::new().with(Noop).with(TombstoneGc)
 }
 
 /// How a worker runtime behaves.

@@ -56,6 +56,13 @@ impl TestApp {
         self.client.get(self.at(path)).send().await.expect("the server answers")
     }
 
+    /// A connection of the test's own to the app's database.
+    pub async fn open_database(&self) -> storage::sql::Database {
+        let raw = storage::config::RawConfig::layered(self.env.clone(), [], []);
+        let config = storage::config::Config::from_raw(&raw).unwrap();
+        storage::sql::Database::connect(&config.database).await.unwrap()
+    }
+
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
         let response = self.get(path).await;
         assert!(response.status().is_success(), "GET {path}: {}", response.status());

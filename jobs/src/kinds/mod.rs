@@ -2,6 +2,7 @@
 //! backoff, priority). A new kind is one `Kind` implementation registered in `Registry`.
 
 mod noop;
+mod tombstone_gc;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub use noop::{EFFECTS_NAMESPACE, Noop, NoopPayload};
+pub use tombstone_gc::{TombstoneGc, TombstoneGcPayload};
 
 use crate::context::JobContext;
 

@@ -1,6 +1,7 @@
 //! The SQL database: one SQLite file (embedded default) or PostgreSQL + pgvector (scale-out),
 //! connected, migrated at start, and handed to the stores built on it.
 
+mod blob_index;
 mod jobs;
 mod kv;
 mod millis;
@@ -17,6 +18,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use blob_index::{BlobIndexStore, IndexEntry, PostgresBlobIndex, SqliteBlobIndex};
 pub use jobs::{
     AttemptOutcome, Job, JobFilter, JobStatus, JobStore, KindStats, LogLine, NewJob, PostgresJobs, SqliteJobs,
 };
@@ -125,6 +127,13 @@ impl Database {
         match self {
             Database::Sqlite(pool) => Arc::new(SqliteJobs::new(pool.clone())),
             Database::Postgres(pool) => Arc::new(PostgresJobs::new(pool.clone())),
+        }
+    }
+
+    pub fn blob_index(&self) -> Arc<dyn BlobIndexStore> {
+        match self {
+            Database::Sqlite(pool) => Arc::new(SqliteBlobIndex::new(pool.clone())),
+            Database::Postgres(pool) => Arc::new(PostgresBlobIndex::new(pool.clone())),
         }
     }
 
