@@ -1,0 +1,82 @@
+//! Regression tests for Engram's workarounds of apalis 1.0.0 defects (INFRA.md), so an apalis
+//! upgrade that changes the behaviour they rely on is caught. The behavioural ones (timeouts
+//! and panics never leave a job running, retry backoff, cross-process wake-up, one firing per
+//! cron tick, the 20,000-job Redis backlog) run over HTTP in `api/tests`.
+
+use chrono::Utc;
+use jobs::delivery::{ApalisQueue, Delivery, DeliveryTask};
+use storage::config::{Config, RawConfig};
+use storage::sql::{Database, open_sqlite};
+
+fn task(kind: &str) -> DeliveryTask {
+    DeliveryTask { job_id: storage::ids::new_id(), kind: kind.into(), run_at: Utc::now(), priority: 0 }
+}
+
+/// Defect 1 (the ack slowdown index) and the migration-table clash on SQLite.
+#[tokio::test]
+async fn sqlite_queue_drops_lidx_and_keeps_its_migrations_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue_pool = open_sqlite(&dir.path().join("engram.queue.db")).await.unwrap();
+    let queue = ApalisQueue::Sqlite(queue_pool.clone());
+    queue.setup().await.unwrap();
+    queue.setup().await.unwrap();
+    let lidx: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'LIdx'")
+            .fetch_one(&queue_pool)
+            .await
+            .unwrap();
+    assert_eq!(lidx, 0, "LIdx makes every ack scan all finished tasks");
+    let tracked: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM _apalis_migrations").fetch_one(&queue_pool).await.unwrap();
+    assert!(tracked > 0);
+    queue.push(&[task("noop")]).await.unwrap();
+}
+
+/// apalis-postgres' migrations run on a server without pgcrypto, tracked in its own schema.
+#[tokio::test]
+async fn postgres_queue_sets_up_beside_engrams_migrations() {
+    let Some(url) = storage::testing::fresh_postgres_url().await else { return };
+    let config = Config::from_raw(&RawConfig::layered([("DATABASE_URL".to_string(), url)], [], [])).unwrap();
+    let database = Database::connect(&config.database).await.unwrap();
+    let Database::Postgres(pool) = &database else { unreachable!() };
+    let queue = ApalisQueue::Postgres(pool.clone());
+    queue.setup().await.unwrap();
+    queue.setup().await.unwrap();
+    database.migrate().await.expect("Engram's migrator does not see apalis' history");
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'apalis' AND tablename = 'jobs'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(tables, 1);
+    queue.push(&[task("noop")]).await.unwrap();
+}
+
+/// Defect 2: pushes are chunked and promoted so the scheduled set never holds a huge due set.
+#[tokio::test]
+async fn redis_pushes_leave_no_due_backlog_in_the_scheduled_set() {
+    let Some(url) = storage::testing::redis_url() else { return };
+    let prefix = format!("test-{}", ulid::Ulid::generate());
+    let manager = redis::Client::open(url).unwrap().get_connection_manager().await.unwrap();
+    let queue = ApalisQueue::Redis(manager.clone(), prefix.clone());
+    let tasks: Vec<DeliveryTask> = (0..9000).map(|_| task("noop")).collect();
+    queue.push(&tasks).await.unwrap();
+    let mut connection = manager.clone();
+    let scheduled: i64 = redis::cmd("ZCARD")
+        .arg(format!("{prefix}:noop:scheduled"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let active: i64 =
+        redis::cmd("LLEN").arg(format!("{prefix}:noop:active")).query_async(&mut connection).await.unwrap();
+    assert_eq!((scheduled, active), (0, 9000));
+    let later = DeliveryTask { run_at: Utc::now() + chrono::Duration::seconds(60), ..task("noop") };
+    queue.push(&[later]).await.unwrap();
+    let scheduled: i64 = redis::cmd("ZCARD")
+        .arg(format!("{prefix}:noop:scheduled"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(scheduled, 1, "a delayed task waits in the scheduled set");
+}
