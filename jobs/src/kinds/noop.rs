@@ -24,6 +24,9 @@ pub struct NoopPayload {
     /// Log this many lines.
     #[serde(default)]
     pub log_lines: u32,
+    /// Pause between log lines (cancellable).
+    #[serde(default)]
+    pub log_interval_ms: u64,
     /// Fail the first N attempts.
     #[serde(default)]
     pub fail_attempts: i32,
@@ -67,6 +70,9 @@ impl Kind for Noop {
 
     async fn run(&self, payload: NoopPayload, ctx: &JobContext) -> Result<Value, JobError> {
         for i in 0..payload.log_lines {
+            if i > 0 && payload.log_interval_ms > 0 {
+                ctx.sleep(Duration::from_millis(payload.log_interval_ms)).await?;
+            }
             ctx.info(format!("line {}", i + 1));
         }
         if ctx.attempt() <= payload.panic_attempts {
