@@ -62,15 +62,22 @@ async fn fresh_stack(base: &Stack) -> (Vec<(String, String)>, tempfile::TempDir)
     (env, dir)
 }
 
-/// Jobs per second from the first enqueue to the last success.
-async fn throughput(base: &Stack, jobs: usize, workers: usize) -> f64 {
-    let (mut env, _dir) = fresh_stack(base).await;
+/// A fresh deployment of `base` with `engram-api --no-worker` up: (its env, url, the API
+/// process, the data dir to keep alive).
+async fn start_api(base: &Stack) -> (Vec<(String, String)>, String, Child, tempfile::TempDir) {
+    let (mut env, dir) = fresh_stack(base).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     env.push(("ENGRAM_BIND".into(), format!("127.0.0.1:{port}")));
     let url = format!("http://127.0.0.1:{port}");
+    let api = spawn("engram-api", &["--no-worker"], &env);
+    wait_up(&reqwest::Client::new(), &url).await;
+    (env, url, api, dir)
+}
+
+/// Jobs per second from the first enqueue to the last success.
+async fn throughput(base: &Stack, jobs: usize, workers: usize) -> f64 {
+    let (env, url, _api, _dir) = start_api(base).await;
     let client = reqwest::Client::new();
-    let _api = spawn("engram-api", &["--no-worker"], &env);
-    wait_up(&client, &url).await;
     let _workers: Vec<Child> =
         (0..workers).map(|_| spawn("engram-worker", &["--concurrency", "64"], &env)).collect();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -104,13 +111,8 @@ async fn throughput(base: &Stack, jobs: usize, workers: usize) -> f64 {
 
 /// Log line latency from a worker process to an SSE client of the API.
 async fn log_latency(base: &Stack, lines: usize) {
-    let (mut env, _dir) = fresh_stack(base).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    env.push(("ENGRAM_BIND".into(), format!("127.0.0.1:{port}")));
-    let url = format!("http://127.0.0.1:{port}");
+    let (env, url, _api, _dir) = start_api(base).await;
     let client = reqwest::Client::new();
-    let _api = spawn("engram-api", &["--no-worker"], &env);
-    wait_up(&client, &url).await;
     let _worker = spawn("engram-worker", &[], &env);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let run_at = chrono::Utc::now() + chrono::Duration::seconds(2);

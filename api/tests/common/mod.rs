@@ -155,9 +155,9 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// The real `engram-api` binary with exactly `env` (plus PATH/HOME), stdout and stderr piped.
-pub fn engram_api(args: &[&str], env: &[(String, String)]) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_engram-api"));
+/// A process with exactly `env` (plus PATH/HOME), output piped, killed when dropped.
+fn command(program: &std::path::Path, args: &[&str], env: &[(String, String)]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(program);
     command
         .args(args)
         .env_clear()
@@ -171,21 +171,18 @@ pub fn engram_api(args: &[&str], env: &[(String, String)]) -> tokio::process::Co
     command
 }
 
-/// The real `engram-worker` binary (built beside `engram-api` by `cargo test --workspace`).
+/// The real `engram-api` binary.
+pub fn engram_api(args: &[&str], env: &[(String, String)]) -> tokio::process::Command {
+    command(std::path::Path::new(env!("CARGO_BIN_EXE_engram-api")), args, env)
+}
+
+/// The real `engram-worker` binary (built beside `engram-api` by `cargo test --workspace`),
+/// its output discarded.
 pub fn engram_worker(args: &[&str], env: &[(String, String)]) -> tokio::process::Command {
     let path = std::path::Path::new(env!("CARGO_BIN_EXE_engram-api")).with_file_name("engram-worker");
     assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
-    let mut command = tokio::process::Command::new(path);
-    command
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", std::env::var("HOME").unwrap_or_default())
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
+    let mut command = command(&path, args, env);
+    command.stdout(Stdio::null()).stderr(Stdio::null());
     command
 }
 

@@ -48,15 +48,7 @@ const PURGE: &str = "DELETE FROM blob_index WHERE is_deleted AND last_modified <
 
 macro_rules! sql_blob_index_store {
     ($name:ident, $pool:ty) => {
-        pub struct $name {
-            pool: $pool,
-        }
-
-        impl $name {
-            pub fn new(pool: $pool) -> Self {
-                Self { pool }
-            }
-        }
+        pooled_store!($name, $pool);
 
         #[async_trait]
         impl BlobIndexStore for $name {

@@ -324,15 +324,7 @@ fn merge_stats(counts: Vec<(String, String, i64)>, recent: Vec<(String, i64, i64
 
 macro_rules! sql_job_store {
     ($name:ident, $pool:ty) => {
-        pub struct $name {
-            pool: $pool,
-        }
-
-        impl $name {
-            pub fn new(pool: $pool) -> Self {
-                Self { pool }
-            }
-        }
+        pooled_store!($name, $pool);
 
         #[async_trait]
         impl JobStore for $name {

@@ -71,15 +71,7 @@ pub const MAX_LIST_LIMIT: u32 = 1000;
 /// Both backends run the same statements; only the pool type differs.
 macro_rules! sql_key_value_store {
     ($name:ident, $pool:ty) => {
-        pub struct $name {
-            pool: $pool,
-        }
-
-        impl $name {
-            pub fn new(pool: $pool) -> Self {
-                Self { pool }
-            }
-        }
+        pooled_store!($name, $pool);
 
         #[async_trait]
         impl KeyValueStore for $name {

@@ -1,6 +1,22 @@
 //! The SQL database: one SQLite file (embedded default) or PostgreSQL + pgvector (scale-out),
 //! connected, migrated at start, and handed to the stores built on it.
 
+/// A store struct over one pool type, with its constructor: each SQL store is written once
+/// and instantiated for `SqlitePool` and `PgPool`.
+macro_rules! pooled_store {
+    ($name:ident, $pool:ty) => {
+        pub struct $name {
+            pool: $pool,
+        }
+
+        impl $name {
+            pub fn new(pool: $pool) -> Self {
+                Self { pool }
+            }
+        }
+    };
+}
+
 mod blob_index;
 mod jobs;
 mod kv;

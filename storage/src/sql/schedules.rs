@@ -101,15 +101,7 @@ const ADVANCE: &str = "UPDATE schedules SET next_run_at = $3, last_run_at = $2, 
 
 macro_rules! sql_schedule_store {
     ($name:ident, $pool:ty) => {
-        pub struct $name {
-            pool: $pool,
-        }
-
-        impl $name {
-            pub fn new(pool: $pool) -> Self {
-                Self { pool }
-            }
-        }
+        pooled_store!($name, $pool);
 
         #[async_trait]
         impl ScheduleStore for $name {

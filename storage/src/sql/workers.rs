@@ -79,15 +79,7 @@ fn records(rows: Vec<WorkerRow>, running: Vec<(String, String)>) -> Vec<WorkerRe
 
 macro_rules! sql_worker_store {
     ($name:ident, $pool:ty) => {
-        pub struct $name {
-            pool: $pool,
-        }
-
-        impl $name {
-            pub fn new(pool: $pool) -> Self {
-                Self { pool }
-            }
-        }
+        pooled_store!($name, $pool);
 
         #[async_trait]
         impl WorkerStore for $name {
