@@ -41,12 +41,18 @@ pub struct WorkerOptions {
 
 impl Default for WorkerOptions {
     fn default() -> Self {
+        Self::from_config(&storage::config::Config::default_worker())
+    }
+}
+
+impl WorkerOptions {
+    pub fn from_config(config: &storage::config::WorkerConfig) -> Self {
         Self {
-            concurrency: 4,
+            concurrency: config.concurrency as usize,
             kinds: Vec::new(),
-            heartbeat: Duration::from_secs(5),
-            stale_after: Duration::from_secs(30),
-            drain: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(config.heartbeat_secs),
+            stale_after: Duration::from_secs(config.stale_after_secs),
+            drain: Duration::from_secs(config.drain_secs),
         }
     }
 }

@@ -35,6 +35,10 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
     ("ENGRAM_CORS_ORIGINS", "comma-separated allowed origins, or *; unset = no CORS"),
     ("ENGRAM_BODY_LIMIT_MB", "largest request body accepted"),
     ("ENGRAM_REQUEST_TIMEOUT_SECS", "longest a request may take before 408"),
+    ("ENGRAM_WORKER_CONCURRENCY", "jobs one process runs at once"),
+    ("ENGRAM_WORKER_HEARTBEAT_SECS", "seconds between worker heartbeats"),
+    ("ENGRAM_WORKER_STALE_SECS", "seconds without a heartbeat before a worker's jobs are re-queued"),
+    ("ENGRAM_WORKER_DRAIN_SECS", "seconds running jobs get to finish on shutdown"),
     ("LOG_LEVEL", "trace, debug, info, warn, error, or a tracing filter directive"),
     ("LOG_FORMAT", "text (human-readable) or json (one JSON object per line)"),
 ];
@@ -265,6 +269,16 @@ pub struct Config {
     pub request_timeout: Duration,
     pub log_level: String,
     pub log_format: LogFormat,
+    pub worker: WorkerConfig,
+}
+
+/// Defaults for job workers (in-process and `engram-worker`, whose flags override them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerConfig {
+    pub concurrency: u64,
+    pub heartbeat_secs: u64,
+    pub stale_after_secs: u64,
+    pub drain_secs: u64,
 }
 
 impl Config {
@@ -340,6 +354,27 @@ impl Config {
             request_timeout: Duration::from_secs(timeout_secs),
             log_level: raw.get("LOG_LEVEL").unwrap_or("info").to_string(),
             log_format,
+            worker: {
+                let d = Self::default_worker();
+                WorkerConfig {
+                    concurrency: parse_number(raw, "ENGRAM_WORKER_CONCURRENCY", d.concurrency, 1, 1024)?,
+                    heartbeat_secs: parse_number(
+                        raw,
+                        "ENGRAM_WORKER_HEARTBEAT_SECS",
+                        d.heartbeat_secs,
+                        1,
+                        300,
+                    )?,
+                    stale_after_secs: parse_number(
+                        raw,
+                        "ENGRAM_WORKER_STALE_SECS",
+                        d.stale_after_secs,
+                        2,
+                        3600,
+                    )?,
+                    drain_secs: parse_number(raw, "ENGRAM_WORKER_DRAIN_SECS", d.drain_secs, 0, 3600)?,
+                }
+            },
             data_dir,
         })
     }
@@ -390,6 +425,10 @@ impl Config {
             ),
             ("ENGRAM_BODY_LIMIT_MB", Some((self.body_limit_bytes / (1024 * 1024)).to_string())),
             ("ENGRAM_REQUEST_TIMEOUT_SECS", Some(self.request_timeout.as_secs().to_string())),
+            ("ENGRAM_WORKER_CONCURRENCY", Some(self.worker.concurrency.to_string())),
+            ("ENGRAM_WORKER_HEARTBEAT_SECS", Some(self.worker.heartbeat_secs.to_string())),
+            ("ENGRAM_WORKER_STALE_SECS", Some(self.worker.stale_after_secs.to_string())),
+            ("ENGRAM_WORKER_DRAIN_SECS", Some(self.worker.drain_secs.to_string())),
             ("LOG_LEVEL", Some(self.log_level.clone())),
             (
                 "LOG_FORMAT",
@@ -406,6 +445,11 @@ impl Config {
                 (key.to_string(), value.unwrap_or_else(|| "(unset)".into()), origin)
             })
             .collect()
+    }
+
+    /// Worker defaults when nothing is configured.
+    pub fn default_worker() -> WorkerConfig {
+        WorkerConfig { concurrency: 4, heartbeat_secs: 5, stale_after_secs: 30, drain_secs: 30 }
     }
 
     /// Backend names for logs, `/health` and the dashboard.

@@ -8,21 +8,23 @@ use worker::process::{EXIT_CONFIG, EXIT_STARTUP, exit_with, load_config_or_exit,
 #[derive(Parser)]
 #[command(name = "engram-worker", version, about = "Runs Engram's background jobs")]
 struct Args {
-    /// Jobs run at once by this process.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
-    concurrency: u16,
+    /// Jobs run at once by this process [default: ENGRAM_WORKER_CONCURRENCY or 4].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    concurrency: Option<u16>,
     /// Job kinds this process takes (comma-separated); all kinds when unset.
     #[arg(long, value_delimiter = ',')]
     kinds: Vec<String>,
-    /// Seconds between heartbeats.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
-    heartbeat_secs: u64,
-    /// Seconds without a heartbeat after which a worker's jobs are re-queued.
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..=3600))]
-    stale_after_secs: u64,
-    /// Seconds running jobs get to finish on SIGTERM before they are re-queued.
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
-    drain_secs: u64,
+    /// Seconds between heartbeats [default: ENGRAM_WORKER_HEARTBEAT_SECS or 5].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=300))]
+    heartbeat_secs: Option<u64>,
+    /// Seconds without a heartbeat before a worker's jobs are re-queued
+    /// [default: ENGRAM_WORKER_STALE_SECS or 30].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    stale_after_secs: Option<u64>,
+    /// Seconds running jobs get to finish on SIGTERM before they are re-queued
+    /// [default: ENGRAM_WORKER_DRAIN_SECS or 30].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    drain_secs: Option<u64>,
 }
 
 #[tokio::main]
@@ -39,12 +41,13 @@ async fn main() {
     let system = jobs::JobSystem::connect(&backends, &queue)
         .await
         .unwrap_or_else(|e| exit_with(EXIT_STARTUP, &format!("{e:#}")));
+    let defaults = &config.worker;
     let options = jobs::WorkerOptions {
-        concurrency: usize::from(args.concurrency),
+        concurrency: args.concurrency.map_or(defaults.concurrency as usize, usize::from),
         kinds: args.kinds,
-        heartbeat: Duration::from_secs(args.heartbeat_secs),
-        stale_after: Duration::from_secs(args.stale_after_secs),
-        drain: Duration::from_secs(args.drain_secs),
+        heartbeat: Duration::from_secs(args.heartbeat_secs.unwrap_or(defaults.heartbeat_secs)),
+        stale_after: Duration::from_secs(args.stale_after_secs.unwrap_or(defaults.stale_after_secs)),
+        drain: Duration::from_secs(args.drain_secs.unwrap_or(defaults.drain_secs)),
     };
     if let Err(unknown) = system.engine.kinds.only(&options.kinds) {
         exit_with(EXIT_CONFIG, &format!("--kinds: {unknown}"));
