@@ -127,7 +127,8 @@ impl Runner {
         };
         let policy = kind.policy();
         let timeout = kind.timeout(&job.payload);
-        let last_seq = self.jobs.last_log_seq(&job.id).await.unwrap_or(0);
+        // Lines exist only from earlier attempts; the first attempt starts at 1.
+        let last_seq = if job.attempt > 1 { self.jobs.last_log_seq(&job.id).await.unwrap_or(0) } else { 0 };
         let ctx = JobContext::new(
             self.backends.clone(),
             job.id.clone(),
