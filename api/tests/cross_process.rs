@@ -130,8 +130,17 @@ async fn a_killed_worker_loses_nothing(stack: Stack) {
 }
 
 #[tokio::test]
-async fn two_workers_stream_logs_to_the_api_and_fire_each_tick_once() {
-    let Some(app) = spawn_app_with(Stack::ScaleOut, &[], false).await else { return };
+async fn two_workers_stream_logs_to_the_api_and_fire_each_tick_once_on_redis() {
+    two_workers_stream_logs_to_the_api_and_fire_each_tick_once(Stack::ScaleOut).await;
+}
+
+#[tokio::test]
+async fn two_workers_stream_logs_to_the_api_and_fire_each_tick_once_on_postgres_notify() {
+    two_workers_stream_logs_to_the_api_and_fire_each_tick_once(Stack::Postgres).await;
+}
+
+async fn two_workers_stream_logs_to_the_api_and_fire_each_tick_once(stack: Stack) {
+    let Some(app) = spawn_app_with(stack, &[], false).await else { return };
     let _workers = [worker(&app, &[]), worker(&app, &[])];
     wait_for_workers(&app, 2).await;
 
@@ -141,10 +150,23 @@ async fn two_workers_stream_logs_to_the_api_and_fire_each_tick_once() {
     let mut body = response.bytes_stream();
     let mut text = String::new();
     let deadline = Instant::now() + Duration::from_secs(20);
+    let mut first_line_at = None;
     while !text.contains("event: end") {
         let chunk = tokio::time::timeout_at(deadline.into(), body.next()).await.expect("the stream ends");
         text.push_str(&String::from_utf8_lossy(&chunk.unwrap().unwrap()));
+        if first_line_at.is_none() && text.contains("event: log") {
+            first_line_at = Some(chrono::Utc::now());
+        }
     }
+    // Live, not the stream's fallback poll of the table (every 2 s).
+    let logged: chrono::DateTime<chrono::Utc> =
+        app.get_json(&format!("/api/v1/jobs/{id}/logs?limit=1")).await["lines"][0]["at"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+    let lag = (first_line_at.unwrap() - logged).num_milliseconds();
+    assert!(lag < 1000, "the first line arrived {lag} ms after it was logged");
     let seqs: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("id: ")).collect();
     assert_eq!(
         seqs,

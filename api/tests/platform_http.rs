@@ -30,7 +30,7 @@ async fn health_reports_every_backend(stack: Stack) {
     assert_eq!(body["storage"], "connected");
     let expected = match stack {
         Stack::Embedded => ["sqlite", "sqlite", "filesystem", "in-process"],
-        Stack::Postgres => ["postgres", "postgres", "filesystem", "in-process"],
+        Stack::Postgres => ["postgres", "postgres", "filesystem", "postgres"],
         Stack::ScaleOut => ["postgres", "redis", "s3", "redis"],
     };
     let backends = &body["backends"];

@@ -16,7 +16,7 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
     ("ENGRAM_BIND", "address the HTTP server listens on"),
     ("DATABASE_URL", "postgres:// URL for the scale-out database; unset = SQLite in the data dir"),
     ("REDIS_URL", "redis:// URL for the job queue and event bus; unset = in-process"),
-    ("ENGRAM_REDIS_PREFIX", "prefix of every Redis key and channel, so deployments can share a server"),
+    ("ENGRAM_REDIS_PREFIX", "prefix of Redis keys and event channels, so deployments can share a server"),
     ("S3_BUCKET", "S3 bucket for blobs; unset = files in the data dir"),
     ("S3_PREFIX", "key prefix inside the bucket"),
     ("S3_ENDPOINT_URL", "S3-compatible endpoint (path-style addressing)"),
@@ -459,7 +459,11 @@ impl Config {
             DatabaseConfig::Postgres { .. } => "postgres",
         };
         let blobs = if self.s3.is_some() { "s3" } else { "filesystem" };
-        let bus = if self.redis_url.is_some() { "redis" } else { "in-process" };
+        let bus = match (&self.redis_url, &self.database) {
+            (Some(_), _) => "redis",
+            (None, DatabaseConfig::Postgres { .. }) => "postgres",
+            (None, DatabaseConfig::Sqlite { .. }) => "in-process",
+        };
         format!("database={db} blob_store={blobs} event_bus={bus}")
     }
 }

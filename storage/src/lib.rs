@@ -19,7 +19,7 @@ pub use error::{StoreError, StoreResult};
 
 use blob::{BlobStore, FilesystemBlobStore, S3BlobStore};
 use config::{JWT_SECRET_FILE, Secret};
-use events::{EventBus, LocalEventBus, RedisEventBus};
+use events::{EventBus, LocalEventBus, PostgresEventBus, RedisEventBus};
 use sql::{Database, KeyValueStore};
 
 /// Every store, connected and ready: what `engram-api` and `engram-worker` run on.
@@ -50,7 +50,14 @@ impl Backends {
                     .await
                     .with_context(|| format!("cannot connect to Redis at {}", url.masked()))?,
             ),
-            None => Arc::new(LocalEventBus::new()),
+            None => match &database {
+                Database::Postgres(pool) => Arc::new(
+                    PostgresEventBus::connect(pool.clone(), &config.redis_prefix)
+                        .await
+                        .context("cannot listen for events on PostgreSQL")?,
+                ),
+                Database::Sqlite(_) => Arc::new(LocalEventBus::new()),
+            },
         };
         Ok(Self { key_values: database.key_value_store(), database, blobs, events })
     }

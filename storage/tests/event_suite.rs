@@ -27,6 +27,7 @@ macro_rules! event_suite {
 
 event_suite!(local, super::local);
 event_suite!(redis, super::redis);
+event_suite!(postgres, super::postgres);
 
 /// Opens a bus; called twice by the cross-connection case. The in-process bus shares one.
 type Open = Box<dyn Fn() -> futures::future::BoxFuture<'static, Arc<dyn EventBus>> + Send + Sync>;
@@ -45,6 +46,24 @@ fn redis() -> Option<Open> {
         let url = url.clone();
         Box::pin(async move {
             Arc::new(RedisEventBus::connect(&url, "engram-test").await.unwrap()) as Arc<dyn EventBus>
+        })
+    }))
+}
+
+/// Two buses on one database stand for two processes; the first call creates the database.
+fn postgres() -> Option<Open> {
+    storage::testing::service_var("ENGRAM_TEST_POSTGRES_URL")?;
+    let url = std::sync::Arc::new(tokio::sync::OnceCell::new());
+    Some(Box::new(move || {
+        let url = url.clone();
+        Box::pin(async move {
+            let url = url
+                .get_or_init(|| async { storage::testing::fresh_postgres_url().await.unwrap() })
+                .await
+                .clone();
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            Arc::new(storage::events::PostgresEventBus::connect(pool, "engram-test").await.unwrap())
+                as Arc<dyn EventBus>
         })
     }))
 }

@@ -4,6 +4,7 @@
 //! the database, and the bus only says "look again".
 
 mod local;
+mod postgres;
 mod redis;
 
 use async_trait::async_trait;
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use self::local::LocalEventBus;
+pub use self::postgres::PostgresEventBus;
 pub use self::redis::RedisEventBus;
 use crate::error::StoreResult;
 
