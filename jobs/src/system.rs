@@ -194,9 +194,16 @@ async fn housekeep(
     let mut heartbeat = tokio::time::interval(options.heartbeat);
     let mut schedules = tokio::time::interval(Duration::from_secs(1));
     let mut sweep = tokio::time::interval(REDELIVER_AFTER / 5);
+    let mut vacuum = tokio::time::interval_at(tokio::time::Instant::now() + VACUUM_EVERY, VACUUM_EVERY);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
+            _ = vacuum.tick() => {
+                match system.queue.vacuum(&record.kinds, VACUUM_EVERY).await {
+                    Ok(removed) => tracing::debug!(removed, "vacuumed finished deliveries"),
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "vacuuming the queue failed"),
+                }
+            }
             _ = sweep.tick() => {
                 if let Err(e) = redeliver_lost(&system).await {
                     tracing::warn!(error = %format!("{e:#}"), "re-delivery sweep failed");
@@ -242,6 +249,8 @@ async fn heartbeat_once(
 /// between recording and pushing, a queue flushed): they are pushed again. A duplicate
 /// delivery is harmless, as only one claim of a job succeeds.
 const REDELIVER_AFTER: Duration = Duration::from_secs(300);
+/// How often, and after how long, finished deliveries are removed from the queue.
+const VACUUM_EVERY: Duration = Duration::from_secs(600);
 
 async fn redeliver_lost(system: &JobSystem) -> anyhow::Result<()> {
     let before = Utc::now() - chrono::Duration::from_std(REDELIVER_AFTER)?;

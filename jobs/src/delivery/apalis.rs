@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use apalis::prelude::*;
+use apalis_core::backend::Vacuum;
 use apalis_postgres::{PostgresStorage, Pubsub};
 use apalis_redis::{ConnectionManager, RedisStorage};
 use apalis_sqlite::SqliteStorage;
@@ -156,6 +157,38 @@ impl ApalisQueue {
             }
         }
         Ok(())
+    }
+
+    /// Deletes delivery records of tasks finished more than `older_than` ago: apalis keeps
+    /// them forever (on Redis in memory). Engram's own `jobs` table keeps the history.
+    pub async fn vacuum(&self, kinds: &[String], older_than: Duration) -> anyhow::Result<usize> {
+        let removed = match self {
+            ApalisQueue::Sqlite(pool) => SqliteStorage::<JobRef>::new(pool)
+                .vacuum_before(older_than)
+                .await
+                .map_err(|e| anyhow::anyhow!("apalis-sqlite vacuum: {e}"))?,
+            ApalisQueue::Postgres(pool) => sqlx::query(
+                "DELETE FROM apalis.jobs WHERE (status IN ('Done', 'Killed') \
+                 OR (status = 'Failed' AND max_attempts <= attempts)) \
+                 AND done_at < now() - make_interval(secs => $1)",
+            )
+            .bind(older_than.as_secs_f64())
+            .execute(pool)
+            .await?
+            .rows_affected() as usize,
+            ApalisQueue::Redis(connection, _) => {
+                let mut removed = 0;
+                for kind in kinds {
+                    removed += RedisStorage::<JobRef>::new(connection.clone())
+                        .with_config(redis_config(self.queue_name(kind)))
+                        .vacuum()
+                        .await
+                        .map_err(|e| anyhow::anyhow!("apalis-redis vacuum: {e}"))?;
+                }
+                removed
+            }
+        };
+        Ok(removed)
     }
 
     /// Runs a worker per kind under one apalis monitor until `shutdown` resolves, then waits
