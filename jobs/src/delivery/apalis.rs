@@ -50,12 +50,12 @@ impl ApalisQueue {
     }
 }
 
-/// apalis' own keep-alive; also bounds how long a lost wake-up can idle a worker (the
-/// default 30 s made idle Postgres workers miss new tasks for up to that long).
-const APALIS_HEARTBEAT: Duration = Duration::from_secs(5);
+/// apalis' own keep-alive; also bounds how long a lost wake-up of its interval poller can
+/// idle a worker (the default 30 s made idle workers miss new tasks for up to that long).
+const APALIS_HEARTBEAT: Duration = Duration::from_secs(2);
 /// A worker process silent for this many apalis heartbeats has its fetched tasks handed to
-/// others (15 s; the defaults were 60 s on SQLite and 300 s elsewhere).
-const APALIS_MISSED_HEARTBEATS: usize = 3;
+/// others (16 s; the defaults were 60 s on SQLite and 300 s elsewhere).
+const APALIS_MISSED_HEARTBEATS: usize = 8;
 /// Tasks claimed per fetch.
 const FETCH_BATCH: usize = 100;
 /// Most tasks pushed to Redis at once, and moved from its scheduled set to its active list
