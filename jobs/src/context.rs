@@ -44,6 +44,11 @@ impl JobContext {
         &self.backends
     }
 
+    /// Whether this attempt logged any line.
+    pub(crate) fn logged_any(&self, first_seq: i64) -> bool {
+        self.next_seq.load(Ordering::SeqCst) > first_seq
+    }
+
     pub fn job_id(&self) -> &str {
         &self.job_id
     }

@@ -82,18 +82,26 @@ async fn write_loop(
                 tracing::error!(job_id, error = %e, lines = lines.len(), "cannot store job log lines");
             }
         }
+        // Published concurrently: readers order lines by seq and fill gaps from the table.
+        let mut publishes = Vec::new();
+        let mut notify = Vec::new();
         for step in after_write {
             match step {
                 AfterWrite::Publish(job_id, event) => {
                     let payload = serde_json::to_value(&event).expect("job events serialise");
-                    if let Err(e) = events.publish(&job_topic(&job_id), payload).await {
-                        tracing::warn!(job_id, error = %e, "cannot publish a job event");
-                    }
+                    let events = events.clone();
+                    publishes.push(async move {
+                        if let Err(e) = events.publish(&job_topic(&job_id), payload).await {
+                            tracing::warn!(job_id, error = %e, "cannot publish a job event");
+                        }
+                    });
                 }
-                AfterWrite::Notify(done) => {
-                    let _ = done.send(());
-                }
+                AfterWrite::Notify(done) => notify.push(done),
             }
+        }
+        futures::future::join_all(publishes).await;
+        for done in notify {
+            let _ = done.send(());
         }
     }
 }

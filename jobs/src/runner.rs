@@ -90,9 +90,12 @@ impl Runner {
         self.logs.publish(&job.id, JobEvent::Status { status: JobStatus::Running });
         let token = CancellationToken::new();
         self.running.insert(&job.id, token.clone());
-        let outcome = self.attempt(&job, token.clone()).await;
+        let (outcome, logged) = self.attempt(&job, token.clone()).await;
         self.running.remove(&job.id);
-        self.logs.flush().await;
+        if logged {
+            // The job's lines are stored before its final status is.
+            self.logs.flush().await;
+        }
         let recorded = self.jobs.finish_attempt(&job.id, &self.worker_id, outcome.clone()).await?;
         if !recorded {
             return Ok(Executed::Superseded);
@@ -117,13 +120,12 @@ impl Runner {
         Ok(Executed::Finished(status))
     }
 
-    /// Runs the handler once and turns whatever it did into an outcome.
-    async fn attempt(&self, job: &Job, token: CancellationToken) -> AttemptOutcome {
+    /// Runs the handler once and turns whatever it did into an outcome; also says whether
+    /// the attempt logged any line.
+    async fn attempt(&self, job: &Job, token: CancellationToken) -> (AttemptOutcome, bool) {
         let Some(kind) = self.kinds.get(&job.kind).cloned() else {
-            return AttemptOutcome::Failed {
-                error: format!("no handler for kind {:?}", job.kind),
-                retry_at: None,
-            };
+            let error = format!("no handler for kind {:?}", job.kind);
+            return (AttemptOutcome::Failed { error, retry_at: None }, false);
         };
         let policy = kind.policy();
         let timeout = kind.timeout(&job.payload);
@@ -170,7 +172,7 @@ impl Runner {
             AttemptOutcome::Cancelled => ctx.warn("cancelled"),
             AttemptOutcome::Succeeded(_) => {}
         }
-        outcome
+        (outcome, ctx.logged_any(last_seq + 1))
     }
 }
 
