@@ -1,0 +1,91 @@
+//! Configuration parsing: defaults, precedence, validation messages, masking.
+
+use super::*;
+
+fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let env = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    Config::from_raw(&RawConfig::layered(env, [], []))
+}
+
+#[test]
+fn defaults_are_the_embedded_backends() {
+    let config = config(&[]).unwrap();
+    assert_eq!(config.bind.to_string(), "127.0.0.1:8000");
+    assert_eq!(config.data_dir, PathBuf::from("./data"));
+    assert_eq!(config.database, DatabaseConfig::Sqlite { path: PathBuf::from("./data/engram.db") });
+    assert!(config.redis_url.is_none() && config.s3.is_none());
+    assert_eq!(config.repo_cache_dir, PathBuf::from("./data/repos"));
+    assert_eq!(config.log_format, LogFormat::Text);
+    assert_eq!(config.body_limit_bytes, 16 * 1024 * 1024);
+}
+
+#[test]
+fn each_invalid_value_names_its_variable() {
+    for (key, value) in [
+        ("ENGRAM_BIND", "localhost"),
+        ("DATABASE_URL", "mysql://x/y"),
+        ("DATABASE_URL", "not a url"),
+        ("REDIS_URL", "http://127.0.0.1"),
+        ("MAX_REPO_SIZE_MB", "-3"),
+        ("SYNC_INTERVAL_MINUTES", "often"),
+        ("SSO_ENABLED", "maybe"),
+        ("LOG_FORMAT", "xml"),
+        ("S3_BUCKET", "Bad_Bucket"),
+        ("ENGRAM_BODY_LIMIT_MB", "0"),
+    ] {
+        let err = config(&[(key, value)]).unwrap_err();
+        assert_eq!(err.key, key, "{err}");
+        assert!(!err.to_string().contains('\n'));
+    }
+}
+
+#[test]
+fn s3_keys_come_in_pairs_and_prefix_is_normalised() {
+    let err = config(&[("S3_BUCKET", "b1b"), ("AWS_ACCESS_KEY_ID", "k")]).unwrap_err();
+    assert_eq!(err.key, "AWS_SECRET_ACCESS_KEY");
+    let s3 = config(&[("S3_BUCKET", "b1b"), ("S3_PREFIX", "/tenant/a/")]).unwrap().s3.unwrap();
+    assert_eq!(s3.prefix, "tenant/a/");
+    assert_eq!(s3.region, "us-east-1");
+}
+
+#[test]
+fn environment_beats_dotenv_beats_toml() {
+    let toml =
+        parse_toml("ENGRAM_BIND = \"127.0.0.1:1\"\nMAX_REPO_SIZE_MB = 7\nLOG_LEVEL = \"debug\"").unwrap();
+    let dotenv =
+        vec![("ENGRAM_BIND".to_string(), "127.0.0.1:2".to_string()), ("LOG_LEVEL".into(), "warn".into())];
+    let env = vec![("LOG_LEVEL".to_string(), "error".to_string())];
+    let raw = RawConfig::layered(env, dotenv, toml);
+    let config = Config::from_raw(&raw).unwrap();
+    assert_eq!(config.bind.port(), 2);
+    assert_eq!(config.max_repo_size_mb, 7);
+    assert_eq!(config.log_level, "error");
+    assert_eq!(raw.origin("MAX_REPO_SIZE_MB"), Some(Origin::Toml));
+}
+
+#[test]
+fn toml_rejects_unknown_keys() {
+    let err = parse_toml("DATABSE_URL = \"postgres://x/y\"").unwrap_err();
+    assert!(err.message.contains("DATABSE_URL"));
+}
+
+#[test]
+fn describe_masks_every_secret() {
+    let config = config(&[
+        ("DATABASE_URL", "postgres://engram:hunter2@db:5432/engram"),
+        ("REDIS_URL", "redis://:redispw@cache:6379"),
+        ("JWT_SECRET", "jwtsecretvalue"),
+        ("API_KEY", "apikeyvalue"),
+        ("S3_BUCKET", "bucket"),
+        ("AWS_ACCESS_KEY_ID", "AKIDVALUE"),
+        ("AWS_SECRET_ACCESS_KEY", "awssecretvalue"),
+        ("OPENAI_API_KEY", "sk-openai"),
+    ])
+    .unwrap();
+    let text = format!("{:?}", config.describe(&RawConfig::default()));
+    for secret in ["hunter2", "redispw", "jwtsecretvalue", "apikeyvalue", "awssecretvalue", "sk-openai"] {
+        assert!(!text.contains(secret), "{secret} leaked: {text}");
+    }
+    assert!(text.contains("postgres://engram:****@db:5432/engram"));
+    assert!(!format!("{config:?}").contains("hunter2"));
+}
