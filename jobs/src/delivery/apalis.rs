@@ -303,23 +303,21 @@ impl Delivery for ApalisQueue {
             by_kind.entry(delivery.kind.as_str()).or_default().push(task(delivery));
         }
         for (kind, tasks) in by_kind {
-            let tasks = futures::stream::iter(tasks);
             match self {
                 ApalisQueue::Sqlite(pool) => SqliteStorage::<JobRef>::new(pool)
                     .with_config(sqlite_config(self.queue_name(kind)))
-                    .push_all(tasks)
+                    .push_all(futures::stream::iter(tasks))
                     .await
                     .map_err(|e| anyhow::anyhow!("apalis-sqlite: {e}"))?,
                 ApalisQueue::Postgres(pool) => PostgresStorage::<JobRef>::new(pool)
                     .with_config(postgres_config(self.queue_name(kind)))
-                    .push_all(tasks)
+                    .push_all(futures::stream::iter(tasks))
                     .await
                     .map_err(|e| anyhow::anyhow!("apalis-postgres: {e}"))?,
                 ApalisQueue::Redis(connection, _) => {
                     let queue = self.queue_name(kind);
                     let mut storage = RedisStorage::<JobRef>::new(connection.clone())
                         .with_config(redis_config(queue.clone()));
-                    let tasks: Vec<Task<JobRef>> = futures::StreamExt::collect(tasks).await;
                     let mut tasks = tasks.into_iter().peekable();
                     while tasks.peek().is_some() {
                         let chunk: Vec<_> = tasks.by_ref().take(REDIS_CHUNK).collect();
