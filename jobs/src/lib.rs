@@ -15,6 +15,6 @@ pub mod runner;
 pub mod system;
 
 pub use context::JobContext;
+pub use delivery::QueueBackend;
 pub use kinds::{JobError, Kind, Policy, Registry};
-pub use queue::QueueBackend;
 pub use system::{JobSystem, WorkerOptions};

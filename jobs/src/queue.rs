@@ -8,17 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use redis::aio::ConnectionManager;
-use sqlx::{PgPool, SqlitePool};
 use storage::Config;
 use storage::config::DatabaseConfig;
 use storage::sql::{Database, open_sqlite};
 
-#[derive(Clone)]
-pub enum QueueBackend {
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
-    Redis(ConnectionManager, String),
-}
+use crate::delivery::QueueBackend;
 
 impl QueueBackend {
     pub async fn connect(config: &Config, database: &Database) -> anyhow::Result<Self> {
@@ -45,16 +39,6 @@ impl QueueBackend {
         }
     }
 
-    /// The apalis queue on this backend.
-    pub fn apalis(&self) -> crate::delivery::ApalisQueue {
-        use crate::delivery::ApalisQueue;
-        match self {
-            QueueBackend::Sqlite(pool) => ApalisQueue::Sqlite(pool.clone()),
-            QueueBackend::Postgres(pool) => ApalisQueue::Postgres(pool.clone()),
-            QueueBackend::Redis(manager, prefix) => ApalisQueue::Redis(manager.clone(), prefix.clone()),
-        }
-    }
-
     pub fn backend_name(&self) -> &'static str {
         match self {
             QueueBackend::Sqlite(_) => "sqlite",
@@ -68,17 +52,15 @@ impl QueueBackend {
         match self {
             QueueBackend::Sqlite(pool) => {
                 sqlx::query("SELECT 1").execute(pool).await?;
-                Ok(())
             }
             QueueBackend::Postgres(pool) => {
                 sqlx::query("SELECT 1").execute(pool).await?;
-                Ok(())
             }
             QueueBackend::Redis(manager, _) => {
                 let mut connection = manager.clone();
                 let _: String = redis::cmd("PING").query_async(&mut connection).await?;
-                Ok(())
             }
         }
+        Ok(())
     }
 }

@@ -48,14 +48,6 @@ impl RunningJobs {
     pub fn ids(&self) -> Vec<String> {
         self.tokens.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
     }
-
-    pub fn len(&self) -> usize {
-        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// What happened to a delivered job id.

@@ -12,12 +12,11 @@ use storage::sql::{Job, WorkerRecord, WorkerStore};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::delivery::{ApalisQueue, Delivery, DeliveryTask};
+use crate::delivery::{Delivery, DeliveryTask, QueueBackend};
 use crate::engine::JobEngine;
 use crate::events::{CANCEL_TOPIC, CancelRequest};
 use crate::kinds::{Noop, Registry, TombstoneGc};
 use crate::logs::LogWriter;
-use crate::queue::QueueBackend;
 use crate::runner::{Runner, RunningJobs};
 
 /// Every kind this build runs.
@@ -62,15 +61,14 @@ pub struct JobSystem {
     pub engine: JobEngine,
     backends: Backends,
     pub workers: Arc<dyn WorkerStore>,
-    queue: ApalisQueue,
+    queue: QueueBackend,
     logs: LogWriter,
 }
 
 impl JobSystem {
     /// Sets up the queue's tables (SQL backends) and the engine over it.
     pub async fn connect(backends: &Backends, queue: &QueueBackend) -> anyhow::Result<Self> {
-        let apalis = queue.apalis();
-        apalis.setup().await?;
+        queue.setup().await?;
         let jobs = backends.database.job_store();
         Ok(Self {
             engine: JobEngine {
@@ -78,12 +76,12 @@ impl JobSystem {
                 schedules: backends.database.schedule_store(),
                 events: backends.events.clone(),
                 kinds: all_kinds(),
-                delivery: Arc::new(apalis.clone()),
+                delivery: Arc::new(queue.clone()),
             },
             workers: backends.database.worker_store(),
             backends: backends.clone(),
             logs: LogWriter::spawn(jobs, backends.events.clone()),
-            queue: apalis,
+            queue: queue.clone(),
         })
     }
 

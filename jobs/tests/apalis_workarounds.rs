@@ -4,7 +4,7 @@
 //! cron tick, the 20,000-job Redis backlog) run over HTTP in `api/tests`.
 
 use chrono::Utc;
-use jobs::delivery::{ApalisQueue, Delivery, DeliveryTask};
+use jobs::delivery::{Delivery, DeliveryTask, QueueBackend};
 use storage::config::{Config, RawConfig};
 use storage::sql::{Database, open_sqlite};
 
@@ -17,7 +17,7 @@ fn task(kind: &str) -> DeliveryTask {
 async fn sqlite_queue_drops_lidx_and_keeps_its_migrations_apart() {
     let dir = tempfile::tempdir().unwrap();
     let queue_pool = open_sqlite(&dir.path().join("engram.queue.db")).await.unwrap();
-    let queue = ApalisQueue::Sqlite(queue_pool.clone());
+    let queue = QueueBackend::Sqlite(queue_pool.clone());
     queue.setup().await.unwrap();
     queue.setup().await.unwrap();
     let lidx: i64 =
@@ -39,7 +39,7 @@ async fn postgres_queue_sets_up_beside_engrams_migrations() {
     let config = Config::from_raw(&RawConfig::layered([("DATABASE_URL".to_string(), url)], [], [])).unwrap();
     let database = Database::connect(&config.database).await.unwrap();
     let Database::Postgres(pool) = &database else { unreachable!() };
-    let queue = ApalisQueue::Postgres(pool.clone());
+    let queue = QueueBackend::Postgres(pool.clone());
     queue.setup().await.unwrap();
     queue.setup().await.unwrap();
     database.migrate().await.expect("Engram's migrator does not see apalis' history");
@@ -59,7 +59,7 @@ async fn redis_pushes_leave_no_due_backlog_in_the_scheduled_set() {
     let Some(url) = storage::testing::redis_url() else { return };
     let prefix = format!("test-{}", ulid::Ulid::generate());
     let manager = redis::Client::open(url).unwrap().get_connection_manager().await.unwrap();
-    let queue = ApalisQueue::Redis(manager.clone(), prefix.clone());
+    let queue = QueueBackend::Redis(manager.clone(), prefix.clone());
     let tasks: Vec<DeliveryTask> = (0..9000).map(|_| task("noop")).collect();
     queue.push(&tasks).await.unwrap();
     let mut connection = manager.clone();
@@ -89,7 +89,7 @@ async fn finished_deliveries_are_vacuumed() {
 
     let dir = tempfile::tempdir().unwrap();
     let pool = open_sqlite(&dir.path().join("engram.queue.db")).await.unwrap();
-    let queue = ApalisQueue::Sqlite(pool.clone());
+    let queue = QueueBackend::Sqlite(pool.clone());
     queue.setup().await.unwrap();
     queue.push(&[task("noop"), task("noop")]).await.unwrap();
     sqlx::query("UPDATE Jobs SET status = 'Done', run_at = 0 WHERE rowid = (SELECT MIN(rowid) FROM Jobs)")
@@ -107,7 +107,7 @@ async fn finished_deliveries_are_vacuumed() {
         let Database::Postgres(pool) = Database::connect(&config.database).await.unwrap() else {
             unreachable!()
         };
-        let queue = ApalisQueue::Postgres(pool.clone());
+        let queue = QueueBackend::Postgres(pool.clone());
         queue.setup().await.unwrap();
         queue.push(&[task("noop"), task("noop")]).await.unwrap();
         sqlx::query(
@@ -123,7 +123,7 @@ async fn finished_deliveries_are_vacuumed() {
     if let Some(url) = storage::testing::redis_url() {
         let prefix = format!("test-{}", ulid::Ulid::generate());
         let manager = redis::Client::open(url).unwrap().get_connection_manager().await.unwrap();
-        let queue = ApalisQueue::Redis(manager.clone(), prefix.clone());
+        let queue = QueueBackend::Redis(manager.clone(), prefix.clone());
         queue.push(&[task("noop"), task("noop")]).await.unwrap();
         let mut connection = manager.clone();
         let ids: Vec<String> = redis::cmd("HKEYS")

@@ -2,7 +2,6 @@
 //! A test asks for a service; when its variable is unset the test is skipped with a note,
 //! unless `ENGRAM_TEST_REQUIRE_SERVICES=1` (as `scripts/test.sh` sets), where it fails.
 
-use std::path::PathBuf;
 use std::str::FromStr;
 
 use sqlx::ConnectOptions;
@@ -84,9 +83,4 @@ pub fn config_in(data_dir: &std::path::Path, extra: &[(String, String)]) -> Conf
     ];
     pairs.extend_from_slice(extra);
     Config::from_raw(&RawConfig::layered(pairs, [], [])).expect("a valid test config")
-}
-
-/// Where `scripts/services.sh` unpacked the embedding model.
-pub fn model_dir() -> Option<PathBuf> {
-    service_var("ENGRAM_MODEL_DIR").map(PathBuf::from)
 }

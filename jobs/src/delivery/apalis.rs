@@ -33,7 +33,7 @@ const POSTGRES_POLL_INTERVAL: Duration = Duration::from_millis(500);
 const PRIORITY_OFFSET: i64 = 1_000_000;
 
 #[derive(Clone)]
-pub enum ApalisQueue {
+pub enum QueueBackend {
     Sqlite(SqlitePool),
     Postgres(PgPool),
     /// On Redis, keys start with a prefix of the deployment's (`ENGRAM_REDIS_PREFIX`), so
@@ -41,10 +41,10 @@ pub enum ApalisQueue {
     Redis(ConnectionManager, String),
 }
 
-impl ApalisQueue {
+impl QueueBackend {
     fn queue_name(&self, kind: &str) -> String {
         match self {
-            ApalisQueue::Redis(_, prefix) => format!("{prefix}:{kind}"),
+            QueueBackend::Redis(_, prefix) => format!("{prefix}:{kind}"),
             _ => format!("engram:{kind}"),
         }
     }
@@ -129,29 +129,29 @@ fn task(delivery: &DeliveryTask) -> Task<JobRef> {
         .build()
 }
 
-impl ApalisQueue {
+impl QueueBackend {
     /// Creates apalis' tables next to Engram's: its migrations are tracked in a table of
     /// their own so neither migrator sees the other's history.
     pub async fn setup(&self) -> anyhow::Result<()> {
         match self {
-            ApalisQueue::Sqlite(pool) => {
+            QueueBackend::Sqlite(pool) => {
                 let mut migrator = SqliteStorage::<()>::migrations();
                 migrator.dangerous_set_table_name("_apalis_migrations");
                 migrator.run(pool).await.context("cannot apply apalis-sqlite migrations")?;
                 // Defect 1: with this index the planner makes every ack scan all done rows.
                 sqlx::query("DROP INDEX IF EXISTS LIdx").execute(pool).await?;
             }
-            ApalisQueue::Postgres(pool) => {
+            QueueBackend::Postgres(pool) => {
                 postgres_migrator().run(pool).await.context("cannot apply apalis-postgres migrations")?;
             }
-            ApalisQueue::Redis(..) => {}
+            QueueBackend::Redis(..) => {}
         }
         Ok(())
     }
 
     /// Periodic upkeep: on Redis, promotes delayed tasks that fell due in small chunks.
     pub async fn maintain(&self, kinds: &[String]) -> anyhow::Result<()> {
-        if let ApalisQueue::Redis(connection, _) = self {
+        if let QueueBackend::Redis(connection, _) = self {
             for kind in kinds {
                 redis_promote_due(connection, &self.queue_name(kind)).await?;
             }
@@ -163,11 +163,11 @@ impl ApalisQueue {
     /// them forever (on Redis in memory). Engram's own `jobs` table keeps the history.
     pub async fn vacuum(&self, kinds: &[String], older_than: Duration) -> anyhow::Result<usize> {
         let removed = match self {
-            ApalisQueue::Sqlite(pool) => SqliteStorage::<JobRef>::new(pool)
+            QueueBackend::Sqlite(pool) => SqliteStorage::<JobRef>::new(pool)
                 .vacuum_before(older_than)
                 .await
                 .map_err(|e| anyhow::anyhow!("apalis-sqlite vacuum: {e}"))?,
-            ApalisQueue::Postgres(pool) => sqlx::query(
+            QueueBackend::Postgres(pool) => sqlx::query(
                 "DELETE FROM apalis.jobs WHERE (status IN ('Done', 'Killed') \
                  OR (status = 'Failed' AND max_attempts <= attempts)) \
                  AND done_at < now() - make_interval(secs => $1)",
@@ -176,7 +176,7 @@ impl ApalisQueue {
             .execute(pool)
             .await?
             .rows_affected() as usize,
-            ApalisQueue::Redis(connection, _) => {
+            QueueBackend::Redis(connection, _) => {
                 let mut removed = 0;
                 for kind in kinds {
                     removed += RedisStorage::<JobRef>::new(connection.clone())
@@ -207,7 +207,7 @@ impl ApalisQueue {
             let (name, runner, queue_name) =
                 (format!("{worker_name}:{kind}"), runner.clone(), self.queue_name(&kind));
             monitor = match self.clone() {
-                ApalisQueue::Sqlite(pool) => monitor.register(move |_| {
+                QueueBackend::Sqlite(pool) => monitor.register(move |_| {
                     let backend = SqliteStorage::<JobRef>::new(&pool)
                         .with_config(sqlite_config(queue_name.clone()))
                         .poll_with_interval(POLL_INTERVAL);
@@ -217,7 +217,7 @@ impl ApalisQueue {
                         .concurrency(concurrency)
                         .build(handle)
                 }),
-                ApalisQueue::Postgres(pool) => monitor.register(move |_| {
+                QueueBackend::Postgres(pool) => monitor.register(move |_| {
                     // NOTIFY wakes workers for tasks due now; the interval catches delayed ones.
                     let strategy = Strategy::new()
                         .stream(Pubsub::new(pool.clone(), queue_name.clone()))
@@ -231,7 +231,7 @@ impl ApalisQueue {
                         .concurrency(concurrency)
                         .build(handle)
                 }),
-                ApalisQueue::Redis(connection, _) => monitor.register(move |_| {
+                QueueBackend::Redis(connection, _) => monitor.register(move |_| {
                     let backend = RedisStorage::<JobRef>::new(connection.clone())
                         .with_config(redis_config(queue_name.clone()))
                         .poll_with_interval(POLL_INTERVAL);
@@ -288,15 +288,7 @@ fn postgres_migrator() -> sqlx::migrate::Migrator {
 }
 
 #[async_trait]
-impl Delivery for ApalisQueue {
-    fn backend_name(&self) -> &'static str {
-        match self {
-            ApalisQueue::Sqlite(_) => "sqlite",
-            ApalisQueue::Postgres(_) => "postgres",
-            ApalisQueue::Redis(..) => "redis",
-        }
-    }
-
+impl Delivery for QueueBackend {
     async fn push(&self, tasks: &[DeliveryTask]) -> anyhow::Result<()> {
         let mut by_kind: BTreeMap<&str, Vec<Task<JobRef>>> = BTreeMap::new();
         for delivery in tasks {
@@ -304,17 +296,17 @@ impl Delivery for ApalisQueue {
         }
         for (kind, tasks) in by_kind {
             match self {
-                ApalisQueue::Sqlite(pool) => SqliteStorage::<JobRef>::new(pool)
+                QueueBackend::Sqlite(pool) => SqliteStorage::<JobRef>::new(pool)
                     .with_config(sqlite_config(self.queue_name(kind)))
                     .push_all(futures::stream::iter(tasks))
                     .await
                     .map_err(|e| anyhow::anyhow!("apalis-sqlite: {e}"))?,
-                ApalisQueue::Postgres(pool) => PostgresStorage::<JobRef>::new(pool)
+                QueueBackend::Postgres(pool) => PostgresStorage::<JobRef>::new(pool)
                     .with_config(postgres_config(self.queue_name(kind)))
                     .push_all(futures::stream::iter(tasks))
                     .await
                     .map_err(|e| anyhow::anyhow!("apalis-postgres: {e}"))?,
-                ApalisQueue::Redis(connection, _) => {
+                QueueBackend::Redis(connection, _) => {
                     let queue = self.queue_name(kind);
                     let mut storage = RedisStorage::<JobRef>::new(connection.clone())
                         .with_config(redis_config(queue.clone()));

@@ -16,11 +16,9 @@ pub struct DeliveryTask {
 
 #[async_trait]
 pub trait Delivery: Send + Sync {
-    fn backend_name(&self) -> &'static str;
-
     async fn push(&self, tasks: &[DeliveryTask]) -> anyhow::Result<()>;
 }
 
 mod apalis;
 
-pub use self::apalis::{ApalisQueue, JobRef};
+pub use self::apalis::{JobRef, QueueBackend};
