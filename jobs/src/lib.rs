@@ -3,6 +3,7 @@
 //! backends that deliver them.
 
 pub mod backoff;
+pub mod batch;
 pub mod context;
 pub mod cron;
 pub mod delivery;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use storage::events::EventBus;
+use storage::events::{Event, EventBus};
 use storage::sql::{JobStore, LogLine};
 use tokio::sync::{mpsc, oneshot};
 
@@ -82,24 +82,23 @@ async fn write_loop(
                 tracing::error!(job_id, error = %e, lines = lines.len(), "cannot store job log lines");
             }
         }
-        // Published concurrently: readers order lines by seq and fill gaps from the table.
-        let mut publishes = Vec::new();
+        // One publish for the whole batch: readers order lines by seq and fill gaps from the table.
+        let mut publish = Vec::new();
         let mut notify = Vec::new();
         for step in after_write {
             match step {
-                AfterWrite::Publish(job_id, event) => {
-                    let payload = serde_json::to_value(&event).expect("job events serialise");
-                    let events = events.clone();
-                    publishes.push(async move {
-                        if let Err(e) = events.publish(&job_topic(&job_id), payload).await {
-                            tracing::warn!(job_id, error = %e, "cannot publish a job event");
-                        }
-                    });
-                }
+                AfterWrite::Publish(job_id, event) => publish.push(Event {
+                    topic: job_topic(&job_id),
+                    payload: serde_json::to_value(&event).expect("job events serialise"),
+                }),
                 AfterWrite::Notify(done) => notify.push(done),
             }
         }
-        futures::future::join_all(publishes).await;
+        if !publish.is_empty()
+            && let Err(e) = events.publish_many(publish).await
+        {
+            tracing::warn!(error = %e, "cannot publish job events");
+        }
         for done in notify {
             let _ = done.send(());
         }

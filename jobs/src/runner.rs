@@ -1,6 +1,7 @@
 //! Running one delivered job: claim it, run its kind's handler under the kind's timeout with
 //! panics caught and cancellation wired in, record the outcome, and schedule the retry.
-//! Whatever the handler does, the job never stays `running` after the attempt ends.
+//! Whatever the handler does, the job never stays `running` after the attempt ends. Claims
+//! and outcomes of concurrent attempts are written in batches (see `batch`).
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -13,6 +14,7 @@ use storage::sql::{AttemptOutcome, Job, JobStatus, JobStore};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::retry_delay;
+use crate::batch::Batcher;
 use crate::context::JobContext;
 use crate::delivery::{Delivery, DeliveryTask};
 use crate::events::JobEvent;
@@ -60,6 +62,9 @@ pub enum Executed {
     Superseded,
 }
 
+/// Most claims, or outcomes, written by one statement.
+const MAX_BATCH: usize = 256;
+
 #[derive(Clone)]
 pub struct Runner {
     pub backends: storage::Backends,
@@ -71,12 +76,55 @@ pub struct Runner {
     pub running: RunningJobs,
     /// Caps the jobs this process runs at once, over all kinds.
     pub slots: Arc<tokio::sync::Semaphore>,
+    claims: Batcher<String, Option<Job>>,
+    outcomes: Batcher<(String, AttemptOutcome), bool>,
+}
+
+/// What a runner is built from.
+pub struct RunnerParts {
+    pub backends: storage::Backends,
+    pub worker_id: String,
+    pub jobs: Arc<dyn JobStore>,
+    pub kinds: Registry,
+    pub logs: LogWriter,
+    pub delivery: Arc<dyn Delivery>,
+    pub concurrency: usize,
 }
 
 impl Runner {
+    /// Builds the runner and starts its claim and outcome batch loops.
+    pub fn new(parts: RunnerParts) -> Self {
+        let (jobs, worker_id) = (parts.jobs.clone(), parts.worker_id.clone());
+        let claims = Batcher::spawn(MAX_BATCH, move |ids: Vec<String>| {
+            let (jobs, worker_id) = (jobs.clone(), worker_id.clone());
+            async move {
+                let mut claimed: HashMap<String, Job> =
+                    jobs.claim_many(&ids, &worker_id).await?.into_iter().map(|j| (j.id.clone(), j)).collect();
+                Ok(ids.iter().map(|id| claimed.remove(id)).collect())
+            }
+        });
+        let (jobs, worker_id) = (parts.jobs.clone(), parts.worker_id.clone());
+        let outcomes = Batcher::spawn(MAX_BATCH, move |outcomes: Vec<(String, AttemptOutcome)>| {
+            let (jobs, worker_id) = (jobs.clone(), worker_id.clone());
+            async move { jobs.finish_attempts(&worker_id, &outcomes).await }
+        });
+        Self {
+            backends: parts.backends,
+            worker_id: parts.worker_id,
+            jobs: parts.jobs,
+            kinds: parts.kinds,
+            logs: parts.logs,
+            delivery: parts.delivery,
+            running: RunningJobs::default(),
+            slots: Arc::new(tokio::sync::Semaphore::new(parts.concurrency)),
+            claims,
+            outcomes,
+        }
+    }
+
     pub async fn execute(&self, job_id: &str) -> anyhow::Result<Executed> {
         let _slot = self.slots.acquire().await?;
-        let Some(job) = self.jobs.claim(job_id, &self.worker_id).await? else {
+        let Some(job) = self.claims.call(job_id.to_string()).await? else {
             return Ok(Executed::Skipped);
         };
         self.logs.publish(&job.id, JobEvent::Status { status: JobStatus::Running });
@@ -88,7 +136,7 @@ impl Runner {
             // The job's lines are stored before its final status is.
             self.logs.flush().await;
         }
-        let recorded = self.jobs.finish_attempt(&job.id, &self.worker_id, outcome.clone()).await?;
+        let recorded = self.outcomes.call((job.id.clone(), outcome.clone())).await?;
         if !recorded {
             return Ok(Executed::Superseded);
         }

@@ -9,7 +9,6 @@ use chrono::Utc;
 use futures::StreamExt;
 use storage::Backends;
 use storage::sql::{Job, WorkerRecord, WorkerStore};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::{Delivery, DeliveryTask, QueueBackend};
@@ -17,7 +16,7 @@ use crate::engine::JobEngine;
 use crate::events::{CANCEL_TOPIC, CancelRequest};
 use crate::kinds::{Noop, Registry, TombstoneGc};
 use crate::logs::LogWriter;
-use crate::runner::{Runner, RunningJobs};
+use crate::runner::{Runner, RunnerParts, RunningJobs};
 
 /// Every kind this build runs.
 pub fn all_kinds() -> Registry {
@@ -106,16 +105,15 @@ impl JobSystem {
             running_jobs: Vec::new(),
         };
         self.workers.register(&record).await?;
-        let runner = Runner {
+        let runner = Runner::new(RunnerParts {
             backends: self.backends.clone(),
             worker_id: worker_id.clone(),
             jobs: self.engine.jobs.clone(),
             kinds,
             logs: self.logs.clone(),
             delivery: Arc::new(self.queue.clone()),
-            running: RunningJobs::default(),
-            slots: Arc::new(Semaphore::new(options.concurrency)),
-        };
+            concurrency: options.concurrency,
+        });
         let stop = CancellationToken::new();
         let housekeeping = tokio::spawn(housekeep(
             self.clone(),

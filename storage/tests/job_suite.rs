@@ -14,7 +14,8 @@ macro_rules! job_suite {
                 list_filters_and_pages_newest_first, one_claim_wins, attempt_outcomes,
                 a_stale_worker_cannot_finish, cancel_queued_and_running, retry_failed_dead_and_cancelled,
                 requeue_a_stopped_workers_jobs, due_jobs_oldest_first, logs_in_order_and_paged,
-                stats_per_kind);
+                stats_per_kind, create_many_keeps_order_and_dedups_keys_within_the_batch,
+                claim_many_takes_only_claimable_jobs, finish_attempts_records_each_outcome);
         }
     };
     (@cases $open:path; $($case:ident),*) => {
@@ -257,4 +258,105 @@ async fn stats_per_kind(store: Arc<dyn JobStore>) {
     let beta = stats.iter().find(|s| s.kind == "beta").unwrap();
     assert_eq!((alpha.queued, alpha.running, alpha.dead), (3, 0, 0));
     assert_eq!((beta.dead, beta.succeeded_last_minute, beta.succeeded_last_hour), (1, 1, 1));
+}
+
+async fn create_many_keeps_order_and_dedups_keys_within_the_batch(store: Arc<dyn JobStore>) {
+    let (existing, _) = store
+        .create(NewJob { idempotency_key: Some("old".into()), ..new_job("noop", "alice") })
+        .await
+        .unwrap();
+    let mut parent_child = new_job("noop", "alice");
+    let parent = store.create(new_job("noop", "alice")).await.unwrap().0;
+    parent_child.parent_id = Some(parent.id.clone());
+    parent_child.payload = json!({"text": "ünï \"quoted\"", "nested": {"list": [1, null, 2.5]}});
+    parent_child.priority = -3;
+    parent_child.max_attempts = 9;
+    let batch = vec![
+        NewJob { idempotency_key: Some("new".into()), ..new_job("noop", "alice") },
+        parent_child.clone(),
+        NewJob { idempotency_key: Some("old".into()), ..new_job("noop", "alice") },
+        NewJob { idempotency_key: Some("new".into()), ..new_job("noop", "alice") },
+        NewJob { payload: json!("a bare string"), ..new_job("other", "bob") },
+        NewJob { payload: json!(null), ..new_job("other", "bob") },
+    ];
+    let created = store.create_many(batch.clone()).await.unwrap();
+    let fresh: Vec<bool> = created.iter().map(|(_, fresh)| *fresh).collect();
+    assert_eq!(fresh, [true, true, false, false, true, true]);
+    assert_eq!(created[0].0.id, batch[0].id);
+    assert_eq!(created[2].0.id, existing.id, "a key used before returns that job");
+    assert_eq!(created[3].0.id, batch[0].id, "a key used earlier in the batch returns that job");
+    let child = &created[1].0;
+    assert_eq!(child.payload, parent_child.payload);
+    assert_eq!((child.priority, child.max_attempts), (-3, 9));
+    assert_eq!(child.parent_id.as_deref(), Some(parent.id.as_str()));
+    assert_eq!(store.get(&child.id).await.unwrap().as_ref(), Some(child));
+    assert_eq!(created[4].0.payload, json!("a bare string"));
+    assert_eq!(store.get(&created[5].0.id).await.unwrap().unwrap().payload, json!(null));
+    assert!(store.create_many(Vec::new()).await.unwrap().is_empty());
+}
+
+async fn claim_many_takes_only_claimable_jobs(store: Arc<dyn JobStore>) {
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(store.create(new_job("noop", "o")).await.unwrap().0.id);
+    }
+    store.claim(&ids[0], "elsewhere").await.unwrap().unwrap();
+    store.cancel(&ids[1]).await.unwrap();
+    let wanted = vec![ids[0].clone(), ids[1].clone(), ids[2].clone(), ids[3].clone(), "missing".to_string()];
+    let mut claimed = store.claim_many(&wanted, "w").await.unwrap();
+    claimed.sort_by(|a, b| a.id.cmp(&b.id));
+    let claimed_ids: Vec<_> = claimed.iter().map(|j| j.id.clone()).collect();
+    assert_eq!(claimed_ids, ids[2..].to_vec());
+    assert!(claimed.iter().all(|j| j.status == JobStatus::Running && j.worker_id.as_deref() == Some("w")));
+    assert!(store.claim_many(&ids, "w2").await.unwrap().is_empty(), "nothing is claimed twice");
+    assert!(store.claim_many(&[], "w").await.unwrap().is_empty());
+}
+
+async fn finish_attempts_records_each_outcome(store: Arc<dyn JobStore>) {
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let id = store.create(new_job("noop", "o")).await.unwrap().0.id;
+        store.claim(&id, "w").await.unwrap().unwrap();
+        ids.push(id);
+    }
+    // The last job failed and was claimed again by another worker: "w" may not finish it.
+    store
+        .finish_attempt(
+            &ids[5],
+            "w",
+            AttemptOutcome::Failed { error: "e".into(), retry_at: Some(Utc::now()) },
+        )
+        .await
+        .unwrap();
+    store.claim(&ids[5], "w2").await.unwrap().unwrap();
+    let retry_at = Utc::now() + Duration::minutes(5);
+    let outcomes = vec![
+        (ids[0].clone(), AttemptOutcome::Succeeded(json!({"n": 0}))),
+        (ids[1].clone(), AttemptOutcome::Failed { error: "try again".into(), retry_at: Some(retry_at) }),
+        (ids[2].clone(), AttemptOutcome::Succeeded(json!(null))),
+        (ids[3].clone(), AttemptOutcome::Failed { error: "gave up".into(), retry_at: None }),
+        (ids[4].clone(), AttemptOutcome::Cancelled),
+        (ids[5].clone(), AttemptOutcome::Succeeded(json!("stale"))),
+    ];
+    let recorded = store.finish_attempts("w", &outcomes).await.unwrap();
+    assert_eq!(recorded, [true, true, true, true, true, false]);
+    let job = |i: usize| {
+        let (store, id) = (store.clone(), ids[i].clone());
+        async move { store.get(&id).await.unwrap().unwrap() }
+    };
+    let first = job(0).await;
+    assert_eq!(
+        (first.status, first.result, first.progress),
+        (JobStatus::Succeeded, Some(json!({"n": 0})), 100)
+    );
+    assert!(first.finished_at.is_some());
+    let second = job(1).await;
+    assert_eq!((second.status, second.last_error.as_deref()), (JobStatus::Failed, Some("try again")));
+    assert_eq!(second.run_at.timestamp_millis(), retry_at.timestamp_millis());
+    assert_eq!(job(2).await.result, Some(json!(null)));
+    assert_eq!(job(3).await.status, JobStatus::Dead);
+    assert_eq!(job(4).await.status, JobStatus::Cancelled);
+    let stale = job(5).await;
+    assert_eq!((stale.status, stale.worker_id.as_deref()), (JobStatus::Running, Some("w2")));
+    assert!(store.finish_attempts("w", &[]).await.unwrap().is_empty());
 }

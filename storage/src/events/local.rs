@@ -34,12 +34,18 @@ impl EventBus for LocalEventBus {
     }
 
     async fn publish(&self, topic: &str, payload: Value) -> StoreResult<()> {
+        self.publish_many(vec![Event { topic: topic.to_string(), payload }]).await
+    }
+
+    async fn publish_many(&self, events: Vec<Event>) -> StoreResult<()> {
         let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(sender) = topics.get(topic) {
-            let event = Event { topic: topic.to_string(), payload };
-            if sender.send(event).is_err() {
+        for event in events {
+            let topic = event.topic.clone();
+            if let Some(sender) = topics.get(&topic)
+                && sender.send(event).is_err()
+            {
                 // Nobody listens any more: forget the channel.
-                topics.remove(topic);
+                topics.remove(&topic);
             }
         }
         Ok(())

@@ -33,6 +33,14 @@ pub trait EventBus: Send + Sync {
 
     async fn publish(&self, topic: &str, payload: Value) -> StoreResult<()>;
 
+    /// Publishes several events with as few round trips as the backend allows, in order.
+    async fn publish_many(&self, events: Vec<Event>) -> StoreResult<()> {
+        for event in events {
+            self.publish(&event.topic, event.payload).await?;
+        }
+        Ok(())
+    }
+
     /// Subscribes; every event published after this returns is delivered (bar lag).
     async fn subscribe(&self, topic: &str) -> StoreResult<EventStream>;
 

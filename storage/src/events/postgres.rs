@@ -1,7 +1,8 @@
 //! Event bus on PostgreSQL LISTEN/NOTIFY, for scale-out deployments without Redis: one
 //! listening connection per process receives every event and fans it out to this process's
-//! subscribers. NOTIFY payloads are limited to 8,000 bytes; a larger event is not sent, and
-//! its readers fall back on the durable state (for job logs, the `job_logs` table).
+//! subscribers. A notification carries one event or an array of them (a batch published at
+//! once). NOTIFY payloads are limited to 8,000 bytes; a larger event is not sent, and its
+//! readers fall back on the durable state (for job logs, the `job_logs` table).
 
 use std::sync::Arc;
 
@@ -15,6 +16,14 @@ use crate::error::{StoreError, StoreResult};
 
 /// Largest NOTIFY payload PostgreSQL accepts, less a margin.
 const MAX_PAYLOAD: usize = 7900;
+
+/// What one NOTIFY carries.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Notification {
+    One(Event),
+    Many(Vec<Event>),
+}
 
 pub struct PostgresEventBus {
     pool: PgPool,
@@ -36,9 +45,12 @@ impl PostgresEventBus {
         let listener = tokio::spawn(async move {
             loop {
                 match listener.recv().await {
-                    Ok(notification) => match serde_json::from_str::<Event>(notification.payload()) {
-                        Ok(event) => {
+                    Ok(notification) => match serde_json::from_str::<Notification>(notification.payload()) {
+                        Ok(Notification::One(event)) => {
                             let _ = fan_out.publish(&event.topic, event.payload).await;
+                        }
+                        Ok(Notification::Many(events)) => {
+                            let _ = fan_out.publish_many(events).await;
                         }
                         Err(e) => tracing::warn!(error = %e, "unreadable event notification"),
                     },
@@ -73,6 +85,41 @@ impl EventBus for PostgresEventBus {
             return Ok(());
         }
         sqlx::query("SELECT pg_notify($1, $2)").bind(&self.channel).bind(body).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Packs the events into as few notifications as fit under the payload limit, all sent
+    /// by one statement.
+    async fn publish_many(&self, events: Vec<Event>) -> StoreResult<()> {
+        let mut notifications: Vec<String> = Vec::new();
+        let mut packed = String::new();
+        for event in &events {
+            let body = serde_json::to_string(event).map_err(|e| StoreError::backend("postgres", e))?;
+            if body.len() + 2 > MAX_PAYLOAD {
+                tracing::debug!(
+                    topic = event.topic,
+                    bytes = body.len(),
+                    "event too large for NOTIFY; not sent"
+                );
+                continue;
+            }
+            if !packed.is_empty() && packed.len() + body.len() + 2 > MAX_PAYLOAD {
+                notifications.push(std::mem::take(&mut packed) + "]");
+            }
+            packed.push(if packed.is_empty() { '[' } else { ',' });
+            packed.push_str(&body);
+        }
+        if !packed.is_empty() {
+            notifications.push(packed + "]");
+        }
+        if notifications.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("SELECT pg_notify($1, body) FROM unnest($2::text[]) AS body")
+            .bind(&self.channel)
+            .bind(notifications)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -46,6 +46,17 @@ impl EventBus for RedisEventBus {
         Ok(())
     }
 
+    async fn publish_many(&self, events: Vec<Event>) -> StoreResult<()> {
+        let mut pipeline = redis::pipe();
+        for event in &events {
+            let body = serde_json::to_string(&event.payload).map_err(|e| StoreError::backend("redis", e))?;
+            pipeline.publish(format!("{}{}", self.channel_prefix, event.topic), body).ignore();
+        }
+        let mut connection = self.publisher.clone();
+        let () = pipeline.query_async(&mut connection).await.map_err(redis_error)?;
+        Ok(())
+    }
+
     async fn subscribe(&self, topic: &str) -> StoreResult<EventStream> {
         let mut pubsub = self.client.get_async_pubsub().await.map_err(redis_error)?;
         // Returns once Redis has confirmed the subscription.

@@ -1,190 +1,19 @@
-//! Engram's own job records and their log lines, on SQLite and PostgreSQL: the one view the
-//! API and the dashboard read, whichever queue delivers the jobs. Every state change is one
-//! conditional statement, so two processes never both move the same job.
+//! The SQL behind `JobStore`, written once for SQLite and PostgreSQL. Batches travel as one
+//! JSON parameter that each database unpacks into rows (`json_each` on SQLite,
+//! `jsonb_array_elements` on PostgreSQL), so a batch of any size is one statement.
+
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::{FromRow, PgPool, SqlitePool};
 
-use super::millis::{from_millis, to_millis};
+use super::{AttemptOutcome, Job, JobFilter, JobStatus, JobStore, KindStats, LogLine, MAX_PAGE, NewJob};
 use crate::error::{StoreError, StoreResult};
-
-/// Where a job is in its life: `queued → running → succeeded | failed → … | dead | cancelled`.
-/// `failed` means an attempt failed and another is scheduled at `run_at`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobStatus {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    Dead,
-    Cancelled,
-}
-
-impl JobStatus {
-    pub const ALL: [JobStatus; 6] = [
-        JobStatus::Queued,
-        JobStatus::Running,
-        JobStatus::Succeeded,
-        JobStatus::Failed,
-        JobStatus::Dead,
-        JobStatus::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Queued => "queued",
-            JobStatus::Running => "running",
-            JobStatus::Succeeded => "succeeded",
-            JobStatus::Failed => "failed",
-            JobStatus::Dead => "dead",
-            JobStatus::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-
-    /// No further change happens to a job in this status without a manual retry.
-    pub fn is_final(self) -> bool {
-        matches!(self, JobStatus::Succeeded | JobStatus::Dead | JobStatus::Cancelled)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Job {
-    pub id: String,
-    pub kind: String,
-    pub owner: String,
-    pub payload: Value,
-    pub status: JobStatus,
-    pub attempt: i32,
-    pub max_attempts: i32,
-    pub priority: i32,
-    pub run_at: DateTime<Utc>,
-    pub progress: i32,
-    pub progress_message: Option<String>,
-    pub result: Option<Value>,
-    pub last_error: Option<String>,
-    pub cancel_requested: bool,
-    pub worker_id: Option<String>,
-    pub parent_id: Option<String>,
-    pub idempotency_key: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub updated_at: DateTime<Utc>,
-}
-
-/// A job to create.
-#[derive(Debug, Clone)]
-pub struct NewJob {
-    pub id: String,
-    pub kind: String,
-    pub owner: String,
-    pub payload: Value,
-    pub max_attempts: i32,
-    pub priority: i32,
-    pub run_at: DateTime<Utc>,
-    pub parent_id: Option<String>,
-    pub idempotency_key: Option<String>,
-}
-
-/// Which jobs `list` returns: newest first, before `before_id` (the cursor).
-#[derive(Debug, Clone, Default)]
-pub struct JobFilter {
-    pub owner: Option<String>,
-    pub status: Option<JobStatus>,
-    pub kind: Option<String>,
-    pub before_id: Option<String>,
-    pub limit: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LogLine {
-    pub seq: i64,
-    pub at: DateTime<Utc>,
-    pub level: String,
-    pub line: String,
-}
-
-/// Counts for one job kind, as `GET /api/v1/queues` shows them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct KindStats {
-    pub kind: String,
-    pub queued: i64,
-    pub running: i64,
-    pub failed: i64,
-    pub dead: i64,
-    pub succeeded_last_minute: i64,
-    pub succeeded_last_hour: i64,
-}
-
-/// How an attempt ended, as the worker reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AttemptOutcome {
-    Succeeded(Value),
-    /// Failed; retried at `retry_at` when given, otherwise the job is dead.
-    Failed {
-        error: String,
-        retry_at: Option<DateTime<Utc>>,
-    },
-    /// Stopped because cancellation was requested.
-    Cancelled,
-}
-
-#[async_trait]
-pub trait JobStore: Send + Sync {
-    /// Creates the job, or returns the existing one with the same owner and idempotency key
-    /// (`false` in the tuple).
-    async fn create(&self, job: NewJob) -> StoreResult<(Job, bool)>;
-
-    /// Creates many jobs in one transaction; an idempotency key already used returns the
-    /// existing job in its place.
-    async fn create_many(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<(Job, bool)>>;
-
-    async fn get(&self, id: &str) -> StoreResult<Option<Job>>;
-
-    async fn list(&self, filter: &JobFilter) -> StoreResult<Vec<Job>>;
-
-    /// Moves a queued or failed job to `running` for `worker_id` and counts the attempt.
-    /// `None` when the job is not claimable (gone, cancelled, already running or done).
-    async fn claim(&self, id: &str, worker_id: &str) -> StoreResult<Option<Job>>;
-
-    async fn set_progress(&self, id: &str, progress: i32, message: Option<&str>) -> StoreResult<()>;
-
-    /// Records how the attempt `worker_id` ran ended. `false` when the job is no longer
-    /// running under that worker (it was re-queued meanwhile): the outcome is dropped.
-    async fn finish_attempt(&self, id: &str, worker_id: &str, outcome: AttemptOutcome) -> StoreResult<bool>;
-
-    /// Cancels a queued or failed job at once, or asks a running one to stop.
-    async fn cancel(&self, id: &str) -> StoreResult<Option<Job>>;
-
-    /// Puts a failed, dead or cancelled job back in the queue with at least one attempt left.
-    async fn retry(&self, id: &str) -> StoreResult<Option<Job>>;
-
-    /// Puts jobs running under `worker_id` back in the queue; returns them.
-    async fn requeue_worker_jobs(&self, worker_id: &str) -> StoreResult<Vec<Job>>;
-
-    /// Queued or failed jobs due before `due_before`, oldest first (for re-delivery sweeps).
-    async fn due_jobs(&self, due_before: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Job>>;
-
-    async fn append_logs(&self, id: &str, lines: &[LogLine]) -> StoreResult<()>;
-
-    async fn logs(&self, id: &str, after_seq: i64, limit: u32) -> StoreResult<Vec<LogLine>>;
-
-    async fn last_log_seq(&self, id: &str) -> StoreResult<i64>;
-
-    async fn kind_stats(&self, now: DateTime<Utc>) -> StoreResult<Vec<KindStats>>;
-}
-
-/// Largest page `list` and `logs` return.
-pub const MAX_PAGE: u32 = 1000;
+use crate::sql::millis::{from_millis, to_millis};
 
 #[derive(FromRow)]
 struct JobRow {
@@ -248,21 +77,40 @@ fn jobs(rows: Vec<JobRow>) -> StoreResult<Vec<Job>> {
     rows.into_iter().map(Job::try_from).collect()
 }
 
-const INSERT: &str = "INSERT INTO jobs (id, kind, owner, payload, status, max_attempts, priority, run_at, \
-     parent_id, idempotency_key, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $10) \
-     ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING *";
+const INSERT_COLUMNS: &str = "INSERT INTO jobs (id, kind, owner, payload, status, max_attempts, priority, \
+     run_at, parent_id, idempotency_key, created_at, updated_at) ";
+const ON_KEY_CONFLICT: &str =
+    " ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING *";
+/// Rows of `NewRow` from `$1`; `$2` is the creation time. (`WHERE true` lets SQLite parse
+/// the `ON CONFLICT` that follows.)
+const SQLITE_NEW_ROWS: &str = "SELECT value->>'id', value->>'kind', value->>'owner', value->'payload', 'queued', \
+     value->>'max_attempts', value->>'priority', value->>'run_at', value->>'parent_id', \
+     value->>'idempotency_key', $2, $2 FROM json_each($1) WHERE true";
+// A JSON null payload or result stays JSON `null` (`->`), where `jsonb_to_recordset` would
+// make it SQL NULL.
+const POSTGRES_NEW_ROWS: &str = "SELECT r->>'id', r->>'kind', r->>'owner', r->'payload', 'queued', \
+     (r->>'max_attempts')::INTEGER, (r->>'priority')::INTEGER, (r->>'run_at')::BIGINT, r->>'parent_id', \
+     r->>'idempotency_key', $2, $2 FROM jsonb_array_elements($1) AS r";
+/// Job ids from the JSON array `$1`.
+const SQLITE_IDS: &str = "SELECT value FROM json_each($1)";
+const POSTGRES_IDS: &str = "SELECT jsonb_array_elements_text($1)";
+/// `(id, result)` rows from the JSON array of `Success` in `$3`.
+const SQLITE_SUCCESSES: &str = "SELECT value->>'id' AS id, value->'result' AS result FROM json_each($3)";
+const POSTGRES_SUCCESSES: &str =
+    "SELECT r->>'id' AS id, r->'result' AS result FROM jsonb_array_elements($3) AS r";
 const BY_IDEMPOTENCY_KEY: &str = "SELECT * FROM jobs WHERE owner = $1 AND idempotency_key = $2";
 const GET: &str = "SELECT * FROM jobs WHERE id = $1";
 const LIST: &str = "SELECT * FROM jobs WHERE ($1 IS NULL OR owner = $1) AND ($2 IS NULL OR status = $2) \
      AND ($3 IS NULL OR kind = $3) AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5";
-const CLAIM: &str = "UPDATE jobs SET status = 'running', attempt = attempt + 1, worker_id = $2, \
+const CLAIM_PREFIX: &str = "UPDATE jobs SET status = 'running', attempt = attempt + 1, worker_id = $2, \
      started_at = $3, updated_at = $3, progress = 0, progress_message = NULL \
-     WHERE id = $1 AND status IN ('queued', 'failed') AND NOT cancel_requested RETURNING *";
+     WHERE status IN ('queued', 'failed') AND NOT cancel_requested AND id IN (";
 const PROGRESS: &str = "UPDATE jobs SET progress = $2, progress_message = $3, updated_at = $4 \
      WHERE id = $1 AND status = 'running'";
-const SUCCEED: &str = "UPDATE jobs SET status = 'succeeded', result = $3, progress = 100, finished_at = $4, \
-     updated_at = $4, last_error = NULL WHERE id = $1 AND worker_id = $2 AND status = 'running'";
+const SUCCEED_PREFIX: &str = "UPDATE jobs SET status = 'succeeded', result = s.result, progress = 100, \
+     finished_at = $2, updated_at = $2, last_error = NULL FROM (";
+const SUCCEED_SUFFIX: &str =
+    ") AS s WHERE jobs.id = s.id AND jobs.worker_id = $1 AND jobs.status = 'running' RETURNING jobs.id";
 const FAIL_RETRY: &str = "UPDATE jobs SET status = 'failed', last_error = $3, run_at = $4, updated_at = $5, \
      worker_id = NULL WHERE id = $1 AND worker_id = $2 AND status = 'running'";
 const FAIL_DEAD: &str = "UPDATE jobs SET status = 'dead', last_error = $3, finished_at = $4, updated_at = $4 \
@@ -294,6 +142,65 @@ const RECENT_SUCCESSES: &str = "SELECT kind, \
      SUM(CASE WHEN finished_at >= $1 THEN 1 ELSE 0 END), COUNT(*) FROM jobs \
      WHERE status = 'succeeded' AND finished_at >= $2 GROUP BY kind";
 
+/// The batch statements of one database, assembled once from its row sources.
+struct BatchSql {
+    insert_many: String,
+    claim_many: String,
+    succeed_many: String,
+}
+
+impl BatchSql {
+    fn new(new_rows: &str, ids: &str, successes: &str) -> Self {
+        Self {
+            insert_many: format!("{INSERT_COLUMNS}{new_rows}{ON_KEY_CONFLICT}"),
+            claim_many: format!("{CLAIM_PREFIX}{ids}) RETURNING *"),
+            succeed_many: format!("{SUCCEED_PREFIX}{successes}{SUCCEED_SUFFIX}"),
+        }
+    }
+}
+
+static SQLITE_BATCH_SQL: std::sync::LazyLock<BatchSql> =
+    std::sync::LazyLock::new(|| BatchSql::new(SQLITE_NEW_ROWS, SQLITE_IDS, SQLITE_SUCCESSES));
+static POSTGRES_BATCH_SQL: std::sync::LazyLock<BatchSql> =
+    std::sync::LazyLock::new(|| BatchSql::new(POSTGRES_NEW_ROWS, POSTGRES_IDS, POSTGRES_SUCCESSES));
+
+/// One job of a batch insert, as the JSON the statement unpacks.
+#[derive(Serialize)]
+struct NewRow<'a> {
+    id: &'a str,
+    kind: &'a str,
+    owner: &'a str,
+    payload: &'a Value,
+    max_attempts: i32,
+    priority: i32,
+    run_at: i64,
+    parent_id: Option<&'a str>,
+    idempotency_key: Option<&'a str>,
+}
+
+impl<'a> From<&'a NewJob> for NewRow<'a> {
+    fn from(job: &'a NewJob) -> Self {
+        Self {
+            id: &job.id,
+            kind: &job.kind,
+            owner: &job.owner,
+            payload: &job.payload,
+            max_attempts: job.max_attempts,
+            priority: job.priority,
+            run_at: to_millis(job.run_at),
+            parent_id: job.parent_id.as_deref(),
+            idempotency_key: job.idempotency_key.as_deref(),
+        }
+    }
+}
+
+/// One success of a batch, as the JSON the statement unpacks.
+#[derive(Serialize)]
+struct Success<'a> {
+    id: &'a str,
+    result: &'a Value,
+}
+
 fn now_millis() -> i64 {
     to_millis(Utc::now())
 }
@@ -323,7 +230,7 @@ fn merge_stats(counts: Vec<(String, String, i64)>, recent: Vec<(String, i64, i64
 }
 
 macro_rules! sql_job_store {
-    ($name:ident, $pool:ty) => {
+    ($name:ident, $pool:ty, $sql:ident) => {
         pooled_store!($name, $pool);
 
         #[async_trait]
@@ -334,24 +241,18 @@ macro_rules! sql_job_store {
             }
 
             async fn create_many(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<(Job, bool)>> {
-                let now = now_millis();
+                let rows: Vec<NewRow> = jobs.iter().map(NewRow::from).collect();
                 let mut tx = self.pool.begin().await?;
+                let inserted: Vec<JobRow> = sqlx::query_as($sql.insert_many.as_str())
+                    .bind(Json(&rows))
+                    .bind(now_millis())
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut inserted: HashMap<String, JobRow> =
+                    inserted.into_iter().map(|row| (row.id.clone(), row)).collect();
                 let mut out = Vec::with_capacity(jobs.len());
-                for job in jobs {
-                    let inserted: Option<JobRow> = sqlx::query_as(INSERT)
-                        .bind(&job.id)
-                        .bind(&job.kind)
-                        .bind(&job.owner)
-                        .bind(Json(&job.payload))
-                        .bind(job.max_attempts)
-                        .bind(job.priority)
-                        .bind(to_millis(job.run_at))
-                        .bind(&job.parent_id)
-                        .bind(&job.idempotency_key)
-                        .bind(now)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    match inserted {
+                for job in &jobs {
+                    match inserted.remove(&job.id) {
                         Some(row) => out.push((Job::try_from(row)?, true)),
                         None => {
                             let existing: JobRow = sqlx::query_as(BY_IDEMPOTENCY_KEY)
@@ -384,14 +285,17 @@ macro_rules! sql_job_store {
                 jobs(rows)
             }
 
-            async fn claim(&self, id: &str, worker_id: &str) -> StoreResult<Option<Job>> {
-                let row: Option<JobRow> = sqlx::query_as(CLAIM)
-                    .bind(id)
+            async fn claim_many(&self, ids: &[String], worker_id: &str) -> StoreResult<Vec<Job>> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let rows: Vec<JobRow> = sqlx::query_as($sql.claim_many.as_str())
+                    .bind(Json(ids))
                     .bind(worker_id)
                     .bind(now_millis())
-                    .fetch_optional(&self.pool)
+                    .fetch_all(&self.pool)
                     .await?;
-                row.map(Job::try_from).transpose()
+                jobs(rows)
             }
 
             async fn set_progress(&self, id: &str, progress: i32, message: Option<&str>) -> StoreResult<()> {
@@ -405,31 +309,52 @@ macro_rules! sql_job_store {
                 Ok(())
             }
 
-            async fn finish_attempt(
+            async fn finish_attempts(
                 &self,
-                id: &str,
                 worker_id: &str,
-                outcome: AttemptOutcome,
-            ) -> StoreResult<bool> {
+                outcomes: &[(String, AttemptOutcome)],
+            ) -> StoreResult<Vec<bool>> {
                 let now = now_millis();
-                let query = match &outcome {
-                    AttemptOutcome::Succeeded(result) => {
-                        sqlx::query(SUCCEED).bind(id).bind(worker_id).bind(Json(result)).bind(now)
-                    }
-                    AttemptOutcome::Failed { error, retry_at: Some(at) } => sqlx::query(FAIL_RETRY)
-                        .bind(id)
+                let successes: Vec<Success> = outcomes
+                    .iter()
+                    .filter_map(|(id, outcome)| match outcome {
+                        AttemptOutcome::Succeeded(result) => Some(Success { id, result }),
+                        _ => None,
+                    })
+                    .collect();
+                let mut recorded: HashSet<String> = HashSet::new();
+                let mut tx = self.pool.begin().await?;
+                if !successes.is_empty() {
+                    let ids: Vec<String> = sqlx::query_scalar($sql.succeed_many.as_str())
                         .bind(worker_id)
-                        .bind(error)
-                        .bind(to_millis(*at))
-                        .bind(now),
-                    AttemptOutcome::Failed { error, retry_at: None } => {
-                        sqlx::query(FAIL_DEAD).bind(id).bind(worker_id).bind(error).bind(now)
+                        .bind(now)
+                        .bind(Json(&successes))
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    recorded.extend(ids);
+                }
+                for (id, outcome) in outcomes {
+                    let query = match outcome {
+                        AttemptOutcome::Succeeded(_) => continue,
+                        AttemptOutcome::Failed { error, retry_at: Some(at) } => sqlx::query(FAIL_RETRY)
+                            .bind(id)
+                            .bind(worker_id)
+                            .bind(error)
+                            .bind(to_millis(*at))
+                            .bind(now),
+                        AttemptOutcome::Failed { error, retry_at: None } => {
+                            sqlx::query(FAIL_DEAD).bind(id).bind(worker_id).bind(error).bind(now)
+                        }
+                        AttemptOutcome::Cancelled => {
+                            sqlx::query(FINISH_CANCELLED).bind(id).bind(worker_id).bind(now)
+                        }
+                    };
+                    if query.execute(&mut *tx).await?.rows_affected() == 1 {
+                        recorded.insert(id.clone());
                     }
-                    AttemptOutcome::Cancelled => {
-                        sqlx::query(FINISH_CANCELLED).bind(id).bind(worker_id).bind(now)
-                    }
-                };
-                Ok(query.execute(&self.pool).await?.rows_affected() == 1)
+                }
+                tx.commit().await?;
+                Ok(outcomes.iter().map(|(id, _)| recorded.contains(id)).collect())
             }
 
             async fn cancel(&self, id: &str) -> StoreResult<Option<Job>> {
@@ -511,5 +436,5 @@ macro_rules! sql_job_store {
     };
 }
 
-sql_job_store!(SqliteJobs, SqlitePool);
-sql_job_store!(PostgresJobs, PgPool);
+sql_job_store!(SqliteJobs, SqlitePool, SQLITE_BATCH_SQL);
+sql_job_store!(PostgresJobs, PgPool, POSTGRES_BATCH_SQL);
