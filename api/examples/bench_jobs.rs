@@ -170,6 +170,15 @@ async fn main() {
         },
     ];
     let jobs: usize = std::env::args().nth(1).map(|n| n.parse().unwrap()).unwrap_or(20_000);
+    // An optional second argument runs the throughput of that stack only (sqlite, postgres,
+    // postgres+redis).
+    if let Some(only) = std::env::args().nth(2) {
+        let stack = stacks.iter().find(|s| s.name == only).expect("a stack name");
+        for workers in [1, 2] {
+            throughput(stack, jobs, workers).await;
+        }
+        return;
+    }
     for stack in &stacks {
         for workers in [1, 2] {
             throughput(stack, jobs, workers).await;

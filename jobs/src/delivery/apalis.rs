@@ -74,8 +74,15 @@ fn postgres_config(queue: String) -> apalis_postgres::Config {
         .missed_heartbeats(APALIS_MISSED_HEARTBEATS)
 }
 
+/// Task locks are off: apalis-redis locks each fetched task with an `LREM` over the whole
+/// active list, so a backlog of N tasks costs O(N) per task. The fetch already moved the task
+/// to the worker's in-flight set, which is what orphan recovery reads.
 fn redis_config(queue: String) -> apalis_redis::Config {
-    apalis_redis::Config::default().queue(queue).batch_size(FETCH_BATCH).heartbeat_interval(APALIS_HEARTBEAT)
+    apalis_redis::Config::default()
+        .queue(queue)
+        .batch_size(FETCH_BATCH)
+        .heartbeat_interval(APALIS_HEARTBEAT)
+        .lock_tasks(false)
 }
 
 /// Moves up to `REDIS_CHUNK` due task ids from a queue's scheduled set to its active list
@@ -143,6 +150,25 @@ impl QueueBackend {
             }
             QueueBackend::Postgres(pool) => {
                 postgres_migrator().run(pool).await.context("cannot apply apalis-postgres migrations")?;
+                // Defect 1 on PostgreSQL: acks pick an index on `lock_by` (there are two) and
+                // read every task the worker ever ran. Only in-flight tasks are indexed by worker, which is
+                // what orphan recovery looks up; acks then find their tasks by id.
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext('engram:apalis-indexes'))")
+                    .execute(&mut *tx)
+                    .await?;
+                for index in ["apalis.idx_apalis_jobs_lock_by", "apalis.lidx"] {
+                    sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX IF EXISTS {index}")))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query(
+                    "CREATE INDEX IF NOT EXISTS engram_jobs_in_flight_lock_by ON apalis.jobs (lock_by) \
+                     WHERE status = 'Running' OR status = 'Queued'",
+                )
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
             }
             QueueBackend::Redis(..) => {}
         }

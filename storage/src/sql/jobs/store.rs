@@ -77,40 +77,61 @@ fn jobs(rows: Vec<JobRow>) -> StoreResult<Vec<Job>> {
     rows.into_iter().map(Job::try_from).collect()
 }
 
-const INSERT_COLUMNS: &str = "INSERT INTO jobs (id, kind, owner, payload, status, max_attempts, priority, \
-     run_at, parent_id, idempotency_key, created_at, updated_at) ";
-const ON_KEY_CONFLICT: &str =
-    " ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING *";
-/// Rows of `NewRow` from `$1`; `$2` is the creation time. (`WHERE true` lets SQLite parse
-/// the `ON CONFLICT` that follows.)
-const SQLITE_NEW_ROWS: &str = "SELECT value->>'id', value->>'kind', value->>'owner', value->'payload', 'queued', \
-     value->>'max_attempts', value->>'priority', value->>'run_at', value->>'parent_id', \
-     value->>'idempotency_key', $2, $2 FROM json_each($1) WHERE true";
-// A JSON null payload or result stays JSON `null` (`->`), where `jsonb_to_recordset` would
-// make it SQL NULL.
-const POSTGRES_NEW_ROWS: &str = "SELECT r->>'id', r->>'kind', r->>'owner', r->'payload', 'queued', \
-     (r->>'max_attempts')::INTEGER, (r->>'priority')::INTEGER, (r->>'run_at')::BIGINT, r->>'parent_id', \
-     r->>'idempotency_key', $2, $2 FROM jsonb_array_elements($1) AS r";
-/// Job ids from the JSON array `$1`.
-const SQLITE_IDS: &str = "SELECT value FROM json_each($1)";
-const POSTGRES_IDS: &str = "SELECT jsonb_array_elements_text($1)";
-/// `(id, result)` rows from the JSON array of `Success` in `$3`.
-const SQLITE_SUCCESSES: &str = "SELECT value->>'id' AS id, value->'result' AS result FROM json_each($3)";
-const POSTGRES_SUCCESSES: &str =
-    "SELECT r->>'id' AS id, r->'result' AS result FROM jsonb_array_elements($3) AS r";
+/// The batch statements of one database. `insert_many` takes the JSON array of `NewRow` and
+/// the creation time; `claim_many` the JSON array of ids, the worker and the time;
+/// `succeed_many` the worker, the time and the JSON array of `Success`.
+struct BatchSql {
+    insert_many: &'static str,
+    claim_many: &'static str,
+    succeed_many: &'static str,
+}
+
+/// `WHERE true` lets SQLite parse the `ON CONFLICT` after a `SELECT`. The unary `+` keeps
+/// SQLite, which has no statistics, from scanning every queued or running job through the
+/// status indexes instead of looking each id up by primary key.
+const SQLITE_BATCH_SQL: BatchSql = BatchSql {
+    insert_many: "INSERT INTO jobs (id, kind, owner, payload, status, max_attempts, priority, run_at, \
+         parent_id, idempotency_key, created_at, updated_at) \
+         SELECT value->>'id', value->>'kind', value->>'owner', value->'payload', 'queued', \
+         value->>'max_attempts', value->>'priority', value->>'run_at', value->>'parent_id', \
+         value->>'idempotency_key', $2, $2 FROM json_each($1) WHERE true \
+         ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING *",
+    claim_many: "UPDATE jobs SET status = 'running', attempt = attempt + 1, worker_id = $2, \
+         started_at = $3, updated_at = $3, progress = 0, progress_message = NULL \
+         WHERE id IN (SELECT value FROM json_each($1)) AND +status IN ('queued', 'failed') \
+         AND NOT cancel_requested RETURNING *",
+    succeed_many: "UPDATE jobs SET status = 'succeeded', result = s.result, progress = 100, \
+         finished_at = $2, updated_at = $2, last_error = NULL \
+         FROM (SELECT value->>'id' AS id, value->'result' AS result FROM json_each($3)) AS s \
+         WHERE jobs.id = s.id AND +jobs.worker_id = $1 AND +jobs.status = 'running' RETURNING jobs.id",
+};
+
+/// `->` keeps a JSON null payload or result JSON `null`, where `jsonb_to_recordset` would
+/// make it SQL NULL. `id = ANY(ARRAY(…))` makes the ids an index condition: with `IN (SELECT
+/// …)` the planner, whose statistics lag a fast-filling table, read every queued job.
+const POSTGRES_BATCH_SQL: BatchSql = BatchSql {
+    insert_many: "INSERT INTO jobs (id, kind, owner, payload, status, max_attempts, priority, run_at, \
+         parent_id, idempotency_key, created_at, updated_at) \
+         SELECT r->>'id', r->>'kind', r->>'owner', r->'payload', 'queued', (r->>'max_attempts')::INTEGER, \
+         (r->>'priority')::INTEGER, (r->>'run_at')::BIGINT, r->>'parent_id', r->>'idempotency_key', $2, $2 \
+         FROM jsonb_array_elements($1) AS r \
+         ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING *",
+    claim_many: "UPDATE jobs SET status = 'running', attempt = attempt + 1, worker_id = $2, \
+         started_at = $3, updated_at = $3, progress = 0, progress_message = NULL \
+         WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($1))) AND status IN ('queued', 'failed') \
+         AND NOT cancel_requested RETURNING *",
+    succeed_many: "UPDATE jobs SET status = 'succeeded', result = s.result, progress = 100, \
+         finished_at = $2, updated_at = $2, last_error = NULL \
+         FROM (SELECT r->>'id' AS id, r->'result' AS result FROM jsonb_array_elements($3) AS r) AS s \
+         WHERE jobs.id = s.id AND jobs.worker_id = $1 AND jobs.status = 'running' RETURNING jobs.id",
+};
+
 const BY_IDEMPOTENCY_KEY: &str = "SELECT * FROM jobs WHERE owner = $1 AND idempotency_key = $2";
 const GET: &str = "SELECT * FROM jobs WHERE id = $1";
 const LIST: &str = "SELECT * FROM jobs WHERE ($1 IS NULL OR owner = $1) AND ($2 IS NULL OR status = $2) \
      AND ($3 IS NULL OR kind = $3) AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5";
-const CLAIM_PREFIX: &str = "UPDATE jobs SET status = 'running', attempt = attempt + 1, worker_id = $2, \
-     started_at = $3, updated_at = $3, progress = 0, progress_message = NULL \
-     WHERE status IN ('queued', 'failed') AND NOT cancel_requested AND id IN (";
 const PROGRESS: &str = "UPDATE jobs SET progress = $2, progress_message = $3, updated_at = $4 \
      WHERE id = $1 AND status = 'running'";
-const SUCCEED_PREFIX: &str = "UPDATE jobs SET status = 'succeeded', result = s.result, progress = 100, \
-     finished_at = $2, updated_at = $2, last_error = NULL FROM (";
-const SUCCEED_SUFFIX: &str =
-    ") AS s WHERE jobs.id = s.id AND jobs.worker_id = $1 AND jobs.status = 'running' RETURNING jobs.id";
 const FAIL_RETRY: &str = "UPDATE jobs SET status = 'failed', last_error = $3, run_at = $4, updated_at = $5, \
      worker_id = NULL WHERE id = $1 AND worker_id = $2 AND status = 'running'";
 const FAIL_DEAD: &str = "UPDATE jobs SET status = 'dead', last_error = $3, finished_at = $4, updated_at = $4 \
@@ -141,28 +162,6 @@ const STATUS_COUNTS: &str = "SELECT kind, status, COUNT(*) FROM jobs \
 const RECENT_SUCCESSES: &str = "SELECT kind, \
      SUM(CASE WHEN finished_at >= $1 THEN 1 ELSE 0 END), COUNT(*) FROM jobs \
      WHERE status = 'succeeded' AND finished_at >= $2 GROUP BY kind";
-
-/// The batch statements of one database, assembled once from its row sources.
-struct BatchSql {
-    insert_many: String,
-    claim_many: String,
-    succeed_many: String,
-}
-
-impl BatchSql {
-    fn new(new_rows: &str, ids: &str, successes: &str) -> Self {
-        Self {
-            insert_many: format!("{INSERT_COLUMNS}{new_rows}{ON_KEY_CONFLICT}"),
-            claim_many: format!("{CLAIM_PREFIX}{ids}) RETURNING *"),
-            succeed_many: format!("{SUCCEED_PREFIX}{successes}{SUCCEED_SUFFIX}"),
-        }
-    }
-}
-
-static SQLITE_BATCH_SQL: std::sync::LazyLock<BatchSql> =
-    std::sync::LazyLock::new(|| BatchSql::new(SQLITE_NEW_ROWS, SQLITE_IDS, SQLITE_SUCCESSES));
-static POSTGRES_BATCH_SQL: std::sync::LazyLock<BatchSql> =
-    std::sync::LazyLock::new(|| BatchSql::new(POSTGRES_NEW_ROWS, POSTGRES_IDS, POSTGRES_SUCCESSES));
 
 /// One job of a batch insert, as the JSON the statement unpacks.
 #[derive(Serialize)]
@@ -243,7 +242,7 @@ macro_rules! sql_job_store {
             async fn create_many(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<(Job, bool)>> {
                 let rows: Vec<NewRow> = jobs.iter().map(NewRow::from).collect();
                 let mut tx = self.pool.begin().await?;
-                let inserted: Vec<JobRow> = sqlx::query_as($sql.insert_many.as_str())
+                let inserted: Vec<JobRow> = sqlx::query_as($sql.insert_many)
                     .bind(Json(&rows))
                     .bind(now_millis())
                     .fetch_all(&mut *tx)
@@ -289,7 +288,7 @@ macro_rules! sql_job_store {
                 if ids.is_empty() {
                     return Ok(Vec::new());
                 }
-                let rows: Vec<JobRow> = sqlx::query_as($sql.claim_many.as_str())
+                let rows: Vec<JobRow> = sqlx::query_as($sql.claim_many)
                     .bind(Json(ids))
                     .bind(worker_id)
                     .bind(now_millis())
@@ -325,7 +324,7 @@ macro_rules! sql_job_store {
                 let mut recorded: HashSet<String> = HashSet::new();
                 let mut tx = self.pool.begin().await?;
                 if !successes.is_empty() {
-                    let ids: Vec<String> = sqlx::query_scalar($sql.succeed_many.as_str())
+                    let ids: Vec<String> = sqlx::query_scalar($sql.succeed_many)
                         .bind(worker_id)
                         .bind(now)
                         .bind(Json(&successes))
