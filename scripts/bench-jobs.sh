@@ -2,7 +2,7 @@
 # Job engine benchmark (not a test): end-to-end no-op jobs/s on SQLite, PostgreSQL and
 # PostgreSQL + Redis with 1 and 2 engram-worker processes, and SSE log latency across
 # processes. Figures go to the README's benchmark section.
-#   scripts/bench-jobs.sh [jobs per run, default 20000]
+#   scripts/bench-jobs.sh [jobs per run, default 20000] [sqlite|postgres|postgres+redis: that stack only]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh up

@@ -37,6 +37,7 @@ on_every_stack!(
     a_schedule_fires_once_per_tick,
     workers_and_queues_are_listed,
     tombstone_gc_purges_only_old_tombstones,
+    a_high_priority_job_overtakes_the_backlog,
 );
 
 async fn run<F: std::future::Future<Output = ()>>(stack: Stack, case: impl FnOnce(TestApp) -> F) {
@@ -256,6 +257,29 @@ async fn batch_submit_queues_every_job(app: TestApp) {
     assert!(reply["error"]["message"].as_str().unwrap().starts_with("jobs[1].payload.sleep_ms"), "{reply}");
 }
 
+/// 300 queued jobs of priority 0 keep the in-process worker (4 at a time, 20 ms each) busy
+/// for 1.5 s; a priority-5 job submitted after them starts before most of them. (A worker
+/// fetches up to 100 tasks at a time, so at most those are not overtaken.)
+async fn a_high_priority_job_overtakes_the_backlog(app: TestApp) {
+    let backlog: Vec<Value> =
+        (0..300).map(|_| json!({"kind": "noop", "payload": {"sleep_ms": 20}})).collect();
+    let (status, reply) = app.post_json("/api/v1/jobs/batch", &json!({"jobs": backlog})).await;
+    assert_eq!(status, 202, "{reply}");
+    let low: Vec<String> =
+        reply["jobs"].as_array().unwrap().iter().map(|j| j["job_id"].as_str().unwrap().into()).collect();
+    let high = app.submit(json!({"kind": "noop", "priority": 5})).await;
+    let started =
+        |job: &Value| job["started_at"].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+    let high_started = started(&app.wait_final(&high, WITHIN).await);
+    let mut overtaken = 0;
+    for id in &low {
+        let job = app.wait_final(id, Duration::from_secs(60)).await;
+        assert_eq!(job["status"], "succeeded");
+        overtaken += usize::from(started(&job) > high_started);
+    }
+    assert!(overtaken >= 150, "the priority job started before only {overtaken} of 300 queued jobs");
+}
+
 async fn manual_retry_of_a_dead_job(app: TestApp) {
     let id = app.submit(json!({"kind": "noop", "payload": {"fail_attempts": 3}})).await;
     assert_eq!(app.wait_final(&id, Duration::from_secs(30)).await["status"], "dead");
@@ -347,4 +371,23 @@ async fn tombstone_gc_purges_only_old_tombstones(app: TestApp) {
         .post_json("/api/v1/jobs", &json!({"kind": "tombstone_gc", "payload": {"retention_days": -1}}))
         .await;
     assert_eq!(status, 422);
+}
+
+/// apalis-redis locks every fetched task with an `LREM` over the whole active list (O(backlog)
+/// per task); Engram turns task locks off. A lock leaves `locked_by` in the task's metadata.
+#[tokio::test]
+async fn redis_tasks_are_delivered_without_apalis_task_locks() {
+    let Some(app) = spawn_app(Stack::ScaleOut, &[]).await else { return };
+    let var = |name: &str| app.env.iter().find(|(k, _)| k == name).expect("scale-out env").1.clone();
+    let (prefix, url) = (var("ENGRAM_REDIS_PREFIX"), var("REDIS_URL"));
+    let id = app.submit(json!({"kind": "noop"})).await;
+    assert_eq!(app.wait_final(&id, WITHIN).await["status"], "succeeded");
+    let mut redis = redis::Client::open(url).unwrap().get_connection_manager().await.unwrap();
+    let metas: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{prefix}:noop:meta:*")).query_async(&mut redis).await.unwrap();
+    assert_eq!(metas.len(), 1, "{metas:?}");
+    let meta: std::collections::HashMap<String, String> =
+        redis::cmd("HGETALL").arg(&metas[0]).query_async(&mut redis).await.unwrap();
+    assert_eq!(meta.get("status").map(String::as_str), Some("Done"), "{meta:?}");
+    assert!(!meta.contains_key("locked_by"), "the task was locked: {meta:?}");
 }

@@ -53,6 +53,29 @@ async fn postgres_queue_sets_up_beside_engrams_migrations() {
     queue.push(&[task("noop")]).await.unwrap();
 }
 
+/// Defect 1 on PostgreSQL: with an index on `lock_by` alone the planner made each ack read
+/// every task its worker ever ran. Only a partial index over in-flight tasks may remain.
+#[tokio::test]
+async fn postgres_queue_has_no_index_over_every_task_of_a_worker() {
+    let Some(url) = storage::testing::fresh_postgres_url().await else { return };
+    let config = Config::from_raw(&RawConfig::layered([("DATABASE_URL".to_string(), url)], [], [])).unwrap();
+    let Database::Postgres(pool) = Database::connect(&config.database).await.unwrap() else { unreachable!() };
+    let queue = QueueBackend::Postgres(pool.clone());
+    let (first, second) = tokio::join!(queue.setup(), queue.setup());
+    first.and(second).expect("two processes may set up at once");
+    let lock_by_indexes: Vec<(String, String)> = sqlx::query_as(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'apalis' AND tablename = 'jobs' \
+         AND indexdef LIKE '%(lock_by)%'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(!lock_by_indexes.is_empty(), "orphan recovery keeps an index of in-flight tasks");
+    for (name, definition) in lock_by_indexes {
+        assert!(definition.contains("WHERE"), "{name} indexes every task by worker: {definition}");
+    }
+}
+
 /// Defect 2: pushes are chunked and promoted so the scheduled set never holds a huge due set.
 #[tokio::test]
 async fn redis_pushes_leave_no_due_backlog_in_the_scheduled_set() {

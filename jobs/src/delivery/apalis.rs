@@ -1,5 +1,5 @@
 //! Delivery on apalis 1.0: one apalis queue per job kind (`engram:<kind>`) on apalis-sqlite,
-//! apalis-postgres or apalis-redis. apalis carries only a `JobRef`; every attempt is acked
+//! apalis-postgres or apalis-redis (there two per kind: see `PRIORITY_LANE`). apalis carries only a `JobRef`; every attempt is acked
 //! as done to apalis, because Engram's runner records outcomes and schedules retries itself
 //! (apalis retries without backoff and can leave tasks `Running`: INFRA.md, defects 3 and 4).
 
@@ -41,11 +41,32 @@ pub enum QueueBackend {
     Redis(ConnectionManager, String),
 }
 
+/// apalis-redis keeps one FIFO list per queue and ignores priorities, so on Redis a kind has
+/// two lanes: jobs with a priority above 0 travel in `<kind>:priority`, with workers of their
+/// own, and never wait behind the backlog of the kind's main lane. The SQL queues order every
+/// fetch by priority themselves and need one lane.
+const PRIORITY_LANE: &str = "priority";
+
 impl QueueBackend {
-    fn queue_name(&self, kind: &str) -> String {
+    /// The lanes (queues) a kind's jobs travel in.
+    fn lanes(&self, kind: &str) -> Vec<String> {
         match self {
-            QueueBackend::Redis(_, prefix) => format!("{prefix}:{kind}"),
-            _ => format!("engram:{kind}"),
+            QueueBackend::Redis(..) => vec![kind.to_string(), format!("{kind}:{PRIORITY_LANE}")],
+            _ => vec![kind.to_string()],
+        }
+    }
+
+    fn lane(&self, kind: &str, priority: i32) -> String {
+        match self {
+            QueueBackend::Redis(..) if priority > 0 => format!("{kind}:{PRIORITY_LANE}"),
+            _ => kind.to_string(),
+        }
+    }
+
+    fn queue_name(&self, lane: &str) -> String {
+        match self {
+            QueueBackend::Redis(_, prefix) => format!("{prefix}:{lane}"),
+            _ => format!("engram:{lane}"),
         }
     }
 }
@@ -178,8 +199,8 @@ impl QueueBackend {
     /// Periodic upkeep: on Redis, promotes delayed tasks that fell due in small chunks.
     pub async fn maintain(&self, kinds: &[String]) -> anyhow::Result<()> {
         if let QueueBackend::Redis(connection, _) = self {
-            for kind in kinds {
-                redis_promote_due(connection, &self.queue_name(kind)).await?;
+            for lane in kinds.iter().flat_map(|kind| self.lanes(kind)) {
+                redis_promote_due(connection, &self.queue_name(&lane)).await?;
             }
         }
         Ok(())
@@ -204,9 +225,9 @@ impl QueueBackend {
             .rows_affected() as usize,
             QueueBackend::Redis(connection, _) => {
                 let mut removed = 0;
-                for kind in kinds {
+                for lane in kinds.iter().flat_map(|kind| self.lanes(kind)) {
                     removed += RedisStorage::<JobRef>::new(connection.clone())
-                        .with_config(redis_config(self.queue_name(kind)))
+                        .with_config(redis_config(self.queue_name(&lane)))
                         .vacuum()
                         .await
                         .map_err(|e| anyhow::anyhow!("apalis-redis vacuum: {e}"))?;
@@ -228,10 +249,10 @@ impl QueueBackend {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let mut monitor = Monitor::new();
-        let kinds: Vec<String> = runner.kinds.names().map(str::to_string).collect();
-        for kind in kinds {
+        let lanes: Vec<String> = runner.kinds.names().flat_map(|kind| self.lanes(kind)).collect();
+        for lane in lanes {
             let (name, runner, queue_name) =
-                (format!("{worker_name}:{kind}"), runner.clone(), self.queue_name(&kind));
+                (format!("{worker_name}:{lane}"), runner.clone(), self.queue_name(&lane));
             monitor = match self.clone() {
                 QueueBackend::Sqlite(pool) => monitor.register(move |_| {
                     let backend = SqliteStorage::<JobRef>::new(&pool)
@@ -316,24 +337,24 @@ fn postgres_migrator() -> sqlx::migrate::Migrator {
 #[async_trait]
 impl Delivery for QueueBackend {
     async fn push(&self, tasks: &[DeliveryTask]) -> anyhow::Result<()> {
-        let mut by_kind: BTreeMap<&str, Vec<Task<JobRef>>> = BTreeMap::new();
+        let mut by_lane: BTreeMap<String, Vec<Task<JobRef>>> = BTreeMap::new();
         for delivery in tasks {
-            by_kind.entry(delivery.kind.as_str()).or_default().push(task(delivery));
+            by_lane.entry(self.lane(&delivery.kind, delivery.priority)).or_default().push(task(delivery));
         }
-        for (kind, tasks) in by_kind {
+        for (lane, tasks) in by_lane {
             match self {
                 QueueBackend::Sqlite(pool) => SqliteStorage::<JobRef>::new(pool)
-                    .with_config(sqlite_config(self.queue_name(kind)))
+                    .with_config(sqlite_config(self.queue_name(&lane)))
                     .push_all(futures::stream::iter(tasks))
                     .await
                     .map_err(|e| anyhow::anyhow!("apalis-sqlite: {e}"))?,
                 QueueBackend::Postgres(pool) => PostgresStorage::<JobRef>::new(pool)
-                    .with_config(postgres_config(self.queue_name(kind)))
+                    .with_config(postgres_config(self.queue_name(&lane)))
                     .push_all(futures::stream::iter(tasks))
                     .await
                     .map_err(|e| anyhow::anyhow!("apalis-postgres: {e}"))?,
                 QueueBackend::Redis(connection, _) => {
-                    let queue = self.queue_name(kind);
+                    let queue = self.queue_name(&lane);
                     let mut storage = RedisStorage::<JobRef>::new(connection.clone())
                         .with_config(redis_config(queue.clone()));
                     let mut tasks = tasks.into_iter().peekable();
