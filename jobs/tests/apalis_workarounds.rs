@@ -54,7 +54,8 @@ async fn postgres_queue_sets_up_beside_engrams_migrations() {
 }
 
 /// Defect 1 on PostgreSQL: with an index on `lock_by` alone the planner made each ack read
-/// every task its worker ever ran. Only a partial index over in-flight tasks may remain.
+/// every task its worker ever ran. Only a partial index over in-flight tasks may remain, and
+/// the duplicate of the primary key that every ack also wrote is gone.
 #[tokio::test]
 async fn postgres_queue_has_no_index_over_every_task_of_a_worker() {
     let Some(url) = storage::testing::fresh_postgres_url().await else { return };
@@ -74,6 +75,14 @@ async fn postgres_queue_has_no_index_over_every_task_of_a_worker() {
     for (name, definition) in lock_by_indexes {
         assert!(definition.contains("WHERE"), "{name} indexes every task by worker: {definition}");
     }
+    let on_id_alone: Vec<String> = sqlx::query_scalar(
+        "SELECT indexname FROM pg_indexes WHERE schemaname = 'apalis' AND tablename = 'jobs' \
+         AND indexdef LIKE '%(id)'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(on_id_alone, ["jobs_pkey"], "one index on the task id, written on every ack");
 }
 
 /// Defect 2: pushes are chunked and promoted so the scheduled set never holds a huge due set.

@@ -178,7 +178,8 @@ impl QueueBackend {
                 sqlx::query("SELECT pg_advisory_xact_lock(hashtext('engram:apalis-indexes'))")
                     .execute(&mut *tx)
                     .await?;
-                for index in ["apalis.idx_apalis_jobs_lock_by", "apalis.lidx"] {
+                // `unique_job_id` repeats the primary key: one more index written on every ack.
+                for index in ["apalis.idx_apalis_jobs_lock_by", "apalis.lidx", "apalis.unique_job_id"] {
                     sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX IF EXISTS {index}")))
                         .execute(&mut *tx)
                         .await?;
