@@ -38,6 +38,7 @@ on_every_stack!(
     workers_and_queues_are_listed,
     tombstone_gc_purges_only_old_tombstones,
     a_high_priority_job_overtakes_the_backlog,
+    nul_characters_are_refused_on_every_backend,
 );
 
 async fn run<F: std::future::Future<Output = ()>>(stack: Stack, case: impl FnOnce(TestApp) -> F) {
@@ -278,6 +279,26 @@ async fn a_high_priority_job_overtakes_the_backlog(app: TestApp) {
         overtaken += usize::from(started(&job) > high_started);
     }
     assert!(overtaken >= 150, "the priority job started before only {overtaken} of 300 queued jobs");
+}
+
+/// PostgreSQL cannot store U+0000; every backend refuses it alike, before anything is stored.
+async fn nul_characters_are_refused_on_every_backend(app: TestApp) {
+    let (status, reply) =
+        app.post_json("/api/v1/jobs", &json!({"kind": "noop", "payload": {"echo": ["ok", "a\u{0}b"]}})).await;
+    assert_eq!(status, 422, "{reply}");
+    assert!(
+        reply["error"]["message"].as_str().unwrap().starts_with("payload.echo[1]: contains a NUL"),
+        "{reply}"
+    );
+    let batch = json!({"jobs": [{"kind": "noop"}, {"kind": "noop", "payload": {"echo": {"k\u{0}": 1}}}]});
+    let (status, reply) = app.post_json("/api/v1/jobs/batch", &batch).await;
+    assert_eq!(status, 422, "{reply}");
+    assert!(reply["error"]["message"].as_str().unwrap().starts_with("jobs[1].payload.echo."), "{reply}");
+    let keyed = json!({"kind": "noop", "idempotency_key": "a\u{0}"});
+    assert_eq!(app.post_json("/api/v1/jobs", &keyed).await.0, 422);
+    let schedule = json!({"kind": "noop", "cron": "* * * * *", "payload": {"echo": "\u{0}"}});
+    assert_eq!(app.post_json("/api/v1/schedules", &schedule).await.0, 422);
+    assert_eq!(app.get_json("/api/v1/jobs").await["jobs"], json!([]), "nothing was stored");
 }
 
 async fn manual_retry_of_a_dead_job(app: TestApp) {

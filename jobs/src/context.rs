@@ -69,7 +69,7 @@ impl JobContext {
 
     /// Records progress (0–100) with a message; stored and sent to live viewers.
     pub async fn progress(&self, percent: i32, message: impl Into<String>) -> Result<(), JobError> {
-        let message = message.into();
+        let message = crate::nul::scrub_text(message.into());
         let percent = percent.clamp(0, 100);
         self.jobs
             .set_progress(&self.job_id, percent, Some(&message))
@@ -93,6 +93,7 @@ impl JobContext {
 
     fn log(&self, level: &str, line: String) {
         let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
+        let line = crate::nul::scrub_text(line);
         self.logs.append(&self.job_id, LogLine { seq, at: Utc::now(), level: level.to_string(), line });
     }
 

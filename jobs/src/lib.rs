@@ -11,6 +11,7 @@ pub mod engine;
 pub mod events;
 pub mod kinds;
 pub mod logs;
+pub mod nul;
 pub mod queue;
 pub mod runner;
 pub mod system;

@@ -188,8 +188,8 @@ impl Runner {
             }
             Err(_) => Err(JobError::Failed(format!("timed out after {timeout:?}"))),
         };
-        let outcome = match result {
-            Ok(value) => AttemptOutcome::Succeeded(value),
+        let outcome = match result.map_err(|e| e.map_message(crate::nul::scrub_text)) {
+            Ok(value) => AttemptOutcome::Succeeded(crate::nul::scrub(value)),
             Err(_) if token.is_cancelled() => AttemptOutcome::Cancelled,
             Err(JobError::Cancelled) => AttemptOutcome::Failed {
                 error: "the handler stopped as cancelled without a cancellation request".into(),

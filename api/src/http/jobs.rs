@@ -88,6 +88,12 @@ fn check_request(request: &SubmitRequest) -> Result<(), ApiError> {
     {
         return Err(ApiError::new(ErrorCode::Unprocessable, "idempotency_key: must be 1 to 200 characters"));
     }
+    if request.idempotency_key.as_deref().is_some_and(|key| key.contains('\0')) {
+        return Err(ApiError::new(
+            ErrorCode::Unprocessable,
+            "idempotency_key: must not contain NUL characters",
+        ));
+    }
     Ok(())
 }
 

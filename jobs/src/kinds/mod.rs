@@ -55,6 +55,17 @@ pub enum JobError {
     Cancelled,
 }
 
+impl JobError {
+    /// The same error with its message passed through `f`.
+    pub fn map_message(self, f: impl FnOnce(String) -> String) -> Self {
+        match self {
+            JobError::Failed(message) => JobError::Failed(f(message)),
+            JobError::Permanent(message) => JobError::Permanent(f(message)),
+            JobError::Cancelled => JobError::Cancelled,
+        }
+    }
+}
+
 impl From<anyhow::Error> for JobError {
     fn from(e: anyhow::Error) -> Self {
         JobError::Failed(format!("{e:#}"))
@@ -118,7 +129,14 @@ impl<K: Kind> ErasedKind for K {
     }
 
     fn check_payload(&self, payload: &Value) -> Result<(), PayloadError> {
-        parse_payload::<K::Payload>(payload).map(|_| ())
+        parse_payload::<K::Payload>(payload)?;
+        match crate::nul::find_nul(payload, "payload") {
+            Some(field) => Err(PayloadError {
+                field,
+                message: "contains a NUL character (U+0000), which cannot be stored".into(),
+            }),
+            None => Ok(()),
+        }
     }
 
     fn timeout(&self, payload: &Value) -> Duration {
