@@ -23,7 +23,7 @@ impl Application {
     /// `config.bind`; fails with a one-line cause when anything is unusable.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let backends = Backends::connect(&config).await?;
-        storage::jwt_secret(&config)?;
+        let jwt_secret = storage::jwt_secret(&config)?;
         let queue = jobs::QueueBackend::connect(&config, &backends.database).await?;
         let job_system = jobs::JobSystem::connect(&backends, &queue).await?;
         let listener = TcpListener::bind(config.bind)
@@ -32,7 +32,7 @@ impl Application {
         tracing::info!(backends = %config.backend_summary(), queue = queue.backend_name(), "backends connected");
         Ok(Self {
             listener,
-            state: AppState::new(config, backends, queue, job_system),
+            state: AppState::new(config, backends, queue, job_system, jwt_secret.expose().as_bytes()),
             worker: Some(WorkerOptions::default()),
         })
     }

@@ -8,6 +8,8 @@ use jobs::{JobSystem, QueueBackend};
 use storage::sql::WorkerStore;
 use storage::{Backends, Config};
 
+use crate::auth::tokens::AccessTokens;
+use crate::auth::{ACCESS_TOKEN_LIFETIME, Auth, REFRESH_TOKEN_LIFETIME};
 use crate::http::metrics::HttpMetrics;
 
 #[derive(Clone)]
@@ -19,12 +21,25 @@ pub struct AppState {
     pub engine: JobEngine,
     pub workers: Arc<dyn WorkerStore>,
     pub metrics: Arc<HttpMetrics>,
+    pub auth: Auth,
     draining: Arc<AtomicBool>,
 }
 
 impl AppState {
-    pub fn new(config: Config, backends: Backends, queue: QueueBackend, jobs: JobSystem) -> Self {
+    pub fn new(
+        config: Config,
+        backends: Backends,
+        queue: QueueBackend,
+        jobs: JobSystem,
+        jwt_secret: &[u8],
+    ) -> Self {
+        let auth = Auth {
+            identity: backends.database.identity_store(),
+            access: AccessTokens::new(jwt_secret, ACCESS_TOKEN_LIFETIME),
+            refresh_lifetime: REFRESH_TOKEN_LIFETIME,
+        };
         Self {
+            auth,
             config: Arc::new(config),
             backends,
             queue,

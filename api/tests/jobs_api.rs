@@ -258,17 +258,19 @@ async fn batch_submit_queues_every_job(app: TestApp) {
     assert!(reply["error"]["message"].as_str().unwrap().starts_with("jobs[1].payload.sleep_ms"), "{reply}");
 }
 
-/// 300 queued jobs of priority 0 keep the in-process worker (4 at a time, 20 ms each) busy
-/// for 1.5 s; a priority-5 job submitted after them starts before most of them. (A worker
-/// fetches up to 100 tasks at a time, so at most those are not overtaken.)
+/// 300 jobs of priority 0 keep the in-process worker (4 at a time, 20 ms each) busy for 1.5 s;
+/// a priority-5 job due at the same moment starts before most of them. All are delayed to one
+/// time, so how long the submissions take does not matter.
 async fn a_high_priority_job_overtakes_the_backlog(app: TestApp) {
+    let due = chrono::Utc::now() + chrono::Duration::seconds(3);
     let backlog: Vec<Value> =
-        (0..300).map(|_| json!({"kind": "noop", "payload": {"sleep_ms": 20}})).collect();
+        (0..300).map(|_| json!({"kind": "noop", "payload": {"sleep_ms": 20}, "run_at": due})).collect();
     let (status, reply) = app.post_json("/api/v1/jobs/batch", &json!({"jobs": backlog})).await;
     assert_eq!(status, 202, "{reply}");
     let low: Vec<String> =
         reply["jobs"].as_array().unwrap().iter().map(|j| j["job_id"].as_str().unwrap().into()).collect();
-    let high = app.submit(json!({"kind": "noop", "priority": 5})).await;
+    let high = app.submit(json!({"kind": "noop", "priority": 5, "run_at": due})).await;
+    assert!(chrono::Utc::now() < due, "submitting took longer than the delay");
     let started =
         |job: &Value| job["started_at"].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap();
     let high_started = started(&app.wait_final(&high, WITHIN).await);

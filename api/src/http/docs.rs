@@ -28,12 +28,14 @@ use crate::state::AppState;
         super::jobs::workers, super::jobs::queues,
         super::schedules::list, super::schedules::create, super::schedules::get_one,
         super::schedules::update, super::schedules::delete,
+        super::auth::register, super::auth::login, super::auth::logout, super::auth::refresh, super::auth::me,
     ),
     components(schemas(crate::error::ErrorCode)),
     tags(
         (name = "platform", description = "Health, readiness, metrics and documentation"),
         (name = "jobs", description = "Background jobs, their logs, workers and queues"),
-        (name = "schedules", description = "Recurring jobs from cron expressions")
+        (name = "schedules", description = "Recurring jobs from cron expressions"),
+        (name = "auth", description = "Accounts and sessions (AIBrain's shapes)")
     )
 )]
 pub struct ApiDoc;

@@ -2,6 +2,7 @@
 //! request passes (request id, tracing, CORS, compression, error shapes, metrics, timeout,
 //! body limit).
 
+pub mod auth;
 pub mod dashboard;
 pub mod docs;
 pub mod health;
@@ -30,6 +31,7 @@ use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
     let routes = Router::new()
+        .merge(auth::router())
         .merge(dashboard::router())
         .merge(health::router())
         .merge(metrics::router())

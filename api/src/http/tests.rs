@@ -27,7 +27,7 @@ async fn state(extra: &[(&str, &str)]) -> AppState {
     let backends = storage::Backends::connect(&config).await.unwrap();
     let queue = jobs::QueueBackend::connect(&config, &backends.database).await.unwrap();
     let job_system = jobs::JobSystem::connect(&backends, &queue).await.unwrap();
-    AppState::new(config, backends, queue, job_system)
+    AppState::new(config, backends, queue, job_system, b"a secret of the unit tests")
 }
 
 fn test_routes() -> Router<AppState> {

@@ -18,6 +18,7 @@ macro_rules! pooled_store {
 }
 
 mod blob_index;
+mod identity;
 mod jobs;
 mod kv;
 mod millis;
@@ -35,6 +36,7 @@ use sqlx::sqlite::{
 };
 
 pub use blob_index::{BlobIndexStore, IndexEntry, PostgresBlobIndex, SqliteBlobIndex};
+pub use identity::{ApiKey, IdentityStore, NewUser, PostgresIdentity, Role, Rotation, SqliteIdentity, User};
 pub use jobs::{
     AttemptOutcome, Job, JobFilter, JobStatus, JobStore, KindStats, LogLine, NewJob, PostgresJobs, SqliteJobs,
 };
@@ -164,6 +166,13 @@ impl Database {
         match self {
             Database::Sqlite(pool) => Arc::new(SqliteSchedules::new(pool.clone())),
             Database::Postgres(pool) => Arc::new(PostgresSchedules::new(pool.clone())),
+        }
+    }
+
+    pub fn identity_store(&self) -> Arc<dyn IdentityStore> {
+        match self {
+            Database::Sqlite(pool) => Arc::new(SqliteIdentity::new(pool.clone())),
+            Database::Postgres(pool) => Arc::new(PostgresIdentity::new(pool.clone())),
         }
     }
 

@@ -1,0 +1,209 @@
+//! Who is calling: accounts with argon2id passwords, login sessions whose short access tokens
+//! (JWT) and rotating refresh tokens end when the session is revoked, and the `Caller`
+//! extractor every protected route takes.
+
+pub mod password;
+pub mod tokens;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use chrono::Utc;
+use storage::sql::{IdentityStore, NewUser, Role, Rotation, User};
+
+use self::tokens::{AccessTokens, new_secret, secret_hash};
+use crate::error::{ApiError, ErrorCode};
+use crate::state::AppState;
+
+/// Access tokens live this long unless configured otherwise.
+pub const ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+/// Refresh tokens (and so sessions left idle) live this long.
+pub const REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// A session's credentials, as register, login and refresh hand them out.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: u64,
+    pub user: User,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("Email already registered")]
+    EmailTaken,
+    #[error("Invalid credentials")]
+    InvalidCredentials,
+    #[error("Invalid or expired refresh token")]
+    InvalidRefreshToken,
+    #[error("Refresh token reuse detected: the session is revoked")]
+    RefreshTokenReused,
+    #[error(transparent)]
+    Store(#[from] storage::StoreError),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::EmailTaken => ApiError::new(ErrorCode::Conflict, e.to_string()),
+            AuthError::InvalidCredentials
+            | AuthError::InvalidRefreshToken
+            | AuthError::RefreshTokenReused => ApiError::new(ErrorCode::Unauthorized, e.to_string()),
+            AuthError::Store(e) => e.into(),
+            AuthError::Internal(e) => ApiError::internal(format!("{e:#}")),
+        }
+    }
+}
+
+/// Accounts and sessions.
+#[derive(Clone)]
+pub struct Auth {
+    pub identity: Arc<dyn IdentityStore>,
+    pub access: AccessTokens,
+    pub refresh_lifetime: Duration,
+}
+
+/// Emails are compared without case or surrounding space.
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+impl Auth {
+    pub async fn register(&self, email: &str, password: String) -> Result<Issued, AuthError> {
+        let new = NewUser {
+            id: storage::ids::new_id(),
+            email: Some(normalize_email(email)),
+            password_hash: Some(password::hash(password).await?),
+            display_name: String::new(),
+            role: Role::User,
+            github_login: None,
+        };
+        let user = self.identity.create_user(new).await?.ok_or(AuthError::EmailTaken)?;
+        self.start_session(user).await
+    }
+
+    /// The same answer, after the same work, for an unknown email and a wrong password.
+    pub async fn login(&self, email: &str, password: String) -> Result<Issued, AuthError> {
+        let found = self.identity.credentials(&normalize_email(email)).await?;
+        let (user, stored) = match found {
+            Some((user, stored)) => (Some(user), stored),
+            None => (None, None),
+        };
+        let matches = password::verify(password, stored).await?;
+        match user {
+            Some(user) if matches => self.start_session(user).await,
+            _ => Err(AuthError::InvalidCredentials),
+        }
+    }
+
+    pub async fn start_session(&self, user: User) -> Result<Issued, AuthError> {
+        let session_id = storage::ids::new_id();
+        let refresh_token = new_secret("rt_");
+        let expires =
+            Utc::now() + chrono::Duration::from_std(self.refresh_lifetime).map_err(anyhow::Error::from)?;
+        self.identity.create_session(&session_id, &user.id, &secret_hash(&refresh_token), expires).await?;
+        Ok(self.issue(user, &session_id, refresh_token))
+    }
+
+    /// Spends `refresh_token` for a new pair; a spent token presented again revokes its session.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Issued, AuthError> {
+        let next = new_secret("rt_");
+        let expires =
+            Utc::now() + chrono::Duration::from_std(self.refresh_lifetime).map_err(anyhow::Error::from)?;
+        match self
+            .identity
+            .rotate_refresh_token(&secret_hash(refresh_token), &secret_hash(&next), expires)
+            .await?
+        {
+            Rotation::Rotated { session_id, user } => Ok(self.issue(user, &session_id, next)),
+            Rotation::Reused { session_id } => {
+                tracing::warn!(session_id, "a spent refresh token was presented again; session revoked");
+                Err(AuthError::RefreshTokenReused)
+            }
+            Rotation::Invalid => Err(AuthError::InvalidRefreshToken),
+        }
+    }
+
+    /// A new access token for a live session (the original API's refresh by access token);
+    /// the refresh token stays as it is.
+    pub fn reissue_access(&self, caller: &Caller) -> Option<String> {
+        caller.session_id().map(|session| self.access.issue(&caller.user.id, session))
+    }
+
+    pub async fn logout(&self, session_id: &str) -> Result<bool, AuthError> {
+        Ok(self.identity.revoke_session(session_id, "logout").await?)
+    }
+
+    fn issue(&self, user: User, session_id: &str, refresh_token: String) -> Issued {
+        Issued {
+            access_token: self.access.issue(&user.id, session_id),
+            refresh_token,
+            expires_in: self.access.lifetime.as_secs(),
+            user,
+        }
+    }
+
+    /// The caller an `Authorization: Bearer` access token names, while its session lives.
+    pub async fn caller(&self, bearer: &str) -> Result<Option<Caller>, AuthError> {
+        let Some(claims) = self.access.check(bearer) else { return Ok(None) };
+        let user = self.identity.session_user(&claims.sid).await?;
+        Ok(user.filter(|u| u.id == claims.sub).map(|user| Caller { user, via: Via::Session(claims.sid) }))
+    }
+}
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Via {
+    /// An access token of this session.
+    Session(String),
+}
+
+/// The authenticated caller of a request. Extracting it answers 401 when the request carries
+/// no valid credentials.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: User,
+    pub via: Via,
+}
+
+impl Caller {
+    pub fn session_id(&self) -> Option<&str> {
+        match &self.via {
+            Via::Session(id) => Some(id),
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.user.role == Role::Admin
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+impl Caller {
+    /// The caller the request's headers prove, or 401.
+    pub async fn from_headers(headers: &HeaderMap, state: &AppState) -> Result<Self, ApiError> {
+        let unauthorized = || ApiError::new(ErrorCode::Unauthorized, "Missing or invalid access token");
+        let token = bearer(headers).ok_or_else(unauthorized)?;
+        state.auth.caller(token).await?.ok_or_else(unauthorized)
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Caller::from_headers(&parts.headers, state).await
+    }
+}

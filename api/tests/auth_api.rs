@@ -1,0 +1,229 @@
+//! Accounts and sessions over HTTP in AIBrain's shapes, on SQLite and on PostgreSQL:
+//! register → login → me → refresh → rotate → reuse detected → logout.
+
+mod common;
+
+use common::{Stack, TestApp, spawn_app};
+use serde_json::{Value, json};
+
+macro_rules! on_both_databases {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $case() { super::run(super::Stack::Embedded, super::$case).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $case() { super::run(super::Stack::Postgres, super::$case).await })*
+        }
+    };
+}
+
+on_both_databases!(
+    register_login_and_me,
+    bad_registrations_change_nothing,
+    refresh_tokens_rotate_and_reuse_revokes_the_session,
+    refresh_by_access_token_as_the_original,
+    logout_ends_the_session,
+    bad_tokens_get_401_in_aibrain_shape,
+);
+
+async fn run<F: std::future::Future<Output = ()>>(stack: Stack, case: impl FnOnce(TestApp) -> F) {
+    let Some(app) = spawn_app(stack, &[]).await else { return };
+    case(app).await;
+}
+
+const PASSWORD: &str = "correct horse battery";
+
+async fn post(app: &TestApp, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let mut request = app.client.post(app.at(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+async fn me(app: &TestApp, token: &str) -> (u16, Value) {
+    let response = app.client.get(app.at("/api/v1/auth/me")).bearer_auth(token).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+async fn register(app: &TestApp, email: &str) -> Value {
+    let (status, body) =
+        post(app, "/api/v1/auth/register", None, Some(json!({"email": email, "password": PASSWORD}))).await;
+    assert_eq!(status, 201, "{body}");
+    body
+}
+
+async fn register_login_and_me(app: TestApp) {
+    let registered = register(&app, "Alice@Example.com").await;
+    assert_eq!(registered["success"], true);
+    assert_eq!(registered["user"]["email"], "alice@example.com", "emails are stored lower-cased");
+    assert!(registered["user"]["createdAt"].is_string() && registered["user"]["id"].is_string());
+    assert_eq!(registered["expiresIn"], 3600);
+    assert!(registered["refreshToken"].as_str().unwrap().starts_with("rt_"));
+    assert!(!registered.to_string().contains(PASSWORD), "the password is never echoed");
+
+    let (status, wrong) = post(
+        &app,
+        "/api/v1/auth/login",
+        None,
+        Some(json!({"email": "alice@example.com", "password": "not the password"})),
+    )
+    .await;
+    assert_eq!(
+        (status, wrong),
+        (401, json!({"success": false, "error": "Invalid credentials", "code": "UNAUTHORIZED"}))
+    );
+    let (status, unknown) = post(
+        &app,
+        "/api/v1/auth/login",
+        None,
+        Some(json!({"email": "nobody@example.com", "password": PASSWORD})),
+    )
+    .await;
+    assert_eq!(
+        (status, &unknown["error"]),
+        (401, &json!("Invalid credentials")),
+        "no hint that the account is missing"
+    );
+
+    let (status, login) = post(
+        &app,
+        "/api/v1/auth/login",
+        None,
+        Some(json!({"email": " ALICE@example.com ", "password": PASSWORD})),
+    )
+    .await;
+    assert_eq!(status, 200, "{login}");
+    assert_eq!(login["user"]["id"], registered["user"]["id"]);
+    let (status, who) = me(&app, login["token"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{who}");
+    assert_eq!((&who["success"], &who["user"]["email"]), (&json!(true), &json!("alice@example.com")));
+    assert_eq!(who["user"]["settings"], json!({}));
+}
+
+async fn bad_registrations_change_nothing(app: TestApp) {
+    register(&app, "taken@example.com").await;
+    let (status, again) = post(
+        &app,
+        "/api/v1/auth/register",
+        None,
+        Some(json!({"email": "TAKEN@example.com", "password": PASSWORD})),
+    )
+    .await;
+    assert_eq!(
+        (status, &again["success"], &again["code"]),
+        (409, &json!(false), &json!("CONFLICT")),
+        "{again}"
+    );
+    for (body, field) in [
+        (json!({"email": "short@example.com", "password": "1234567"}), "password"),
+        (json!({"email": "long@example.com", "password": "x".repeat(101)}), "password"),
+        (json!({"email": "not-an-email", "password": PASSWORD}), "email"),
+        (json!({"email": "a b@example.com", "password": PASSWORD}), "email"),
+    ] {
+        let (status, reply) = post(&app, "/api/v1/auth/register", None, Some(body.clone())).await;
+        assert_eq!(status, 400, "{body} → {reply}");
+        assert!(reply["error"].as_str().unwrap().starts_with(field), "{reply}");
+        let email = body["email"].as_str().unwrap();
+        let (status, _) =
+            post(&app, "/api/v1/auth/login", None, Some(json!({"email": email, "password": PASSWORD}))).await;
+        assert_eq!(status, 401, "{email} was not registered");
+    }
+    let (status, reply) =
+        post(&app, "/api/v1/auth/register", None, Some(json!({"email": "x@example.com"}))).await;
+    assert_eq!((status, &reply["success"]), (422, &json!(false)), "{reply}");
+}
+
+async fn refresh_tokens_rotate_and_reuse_revokes_the_session(app: TestApp) {
+    let first = register(&app, "rotate@example.com").await;
+    let refresh = |token: &str| {
+        let body = json!({"refreshToken": token});
+        let app = &app;
+        async move { post(app, "/api/v1/auth/refresh", None, Some(body)).await }
+    };
+    let (status, second) = refresh(first["refreshToken"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{second}");
+    assert_ne!(second["refreshToken"], first["refreshToken"]);
+    assert_eq!(second["user"]["id"], first["user"]["id"]);
+    assert_eq!(me(&app, second["token"].as_str().unwrap()).await.0, 200);
+    let (status, third) = refresh(second["refreshToken"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{third}");
+
+    // An attacker replays the first refresh token: the whole session ends.
+    let (status, reused) = refresh(first["refreshToken"].as_str().unwrap()).await;
+    assert_eq!((status, &reused["success"]), (401, &json!(false)), "{reused}");
+    assert_eq!(me(&app, third["token"].as_str().unwrap()).await.0, 401, "access tokens of the session end");
+    assert_eq!(
+        refresh(third["refreshToken"].as_str().unwrap()).await.0,
+        401,
+        "so does the newest refresh token"
+    );
+    let (status, other) = post(
+        &app,
+        "/api/v1/auth/login",
+        None,
+        Some(json!({"email": "rotate@example.com", "password": PASSWORD})),
+    )
+    .await;
+    assert_eq!(status, 200, "a fresh login still works: {other}");
+    assert_eq!(refresh("rt_never-issued").await.0, 401);
+}
+
+async fn refresh_by_access_token_as_the_original(app: TestApp) {
+    let registered = register(&app, "bearer@example.com").await;
+    let token = registered["token"].as_str().unwrap();
+    let (status, refreshed) = post(&app, "/api/v1/auth/refresh", Some(token), None).await;
+    assert_eq!(status, 200, "{refreshed}");
+    assert_eq!(
+        (&refreshed["success"], &refreshed["user"]["email"]),
+        (&json!(true), &json!("bearer@example.com"))
+    );
+    assert!(refreshed.get("refreshToken").is_none(), "the refresh token stays as it was");
+    assert_eq!(me(&app, refreshed["token"].as_str().unwrap()).await.0, 200);
+    assert_eq!(post(&app, "/api/v1/auth/refresh", None, None).await.0, 401);
+}
+
+async fn logout_ends_the_session(app: TestApp) {
+    let registered = register(&app, "bye@example.com").await;
+    let token = registered["token"].as_str().unwrap();
+    let (status, reply) = post(&app, "/api/v1/auth/logout", Some(token), None).await;
+    assert_eq!((status, reply), (200, json!({"success": true, "message": "Logged out"})));
+    assert_eq!(me(&app, token).await.0, 401, "the access token is revoked, not just forgotten");
+    let body = json!({"refreshToken": registered["refreshToken"]});
+    assert_eq!(post(&app, "/api/v1/auth/refresh", None, Some(body)).await.0, 401);
+    assert_eq!(post(&app, "/api/v1/auth/logout", Some(token), None).await.0, 401);
+}
+
+async fn bad_tokens_get_401_in_aibrain_shape(app: TestApp) {
+    let registered = register(&app, "victim@example.com").await;
+    let token = registered["token"].as_str().unwrap().to_string();
+    let response = app.client.get(app.at("/api/v1/auth/me")).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!((&body["success"], &body["code"]), (&json!(false), &json!("UNAUTHORIZED")), "{body}");
+    let (header, claims, _signature) = {
+        let mut parts = token.split('.');
+        (
+            parts.next().unwrap().to_string(),
+            parts.next().unwrap().to_string(),
+            parts.next().unwrap().to_string(),
+        )
+    };
+    for bad in [
+        "garbage".to_string(),
+        format!("{header}.{claims}."),
+        format!("{header}.{claims}.AAAA"),
+        format!("{token}x"),
+        format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{claims}."),
+    ] {
+        let (status, body) = me(&app, &bad).await;
+        assert_eq!((status, &body["success"]), (401, &json!(false)), "{bad}: {body}");
+        assert!(!body.to_string().contains("victim"), "no data with a bad token");
+    }
+}
