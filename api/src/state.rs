@@ -8,7 +8,7 @@ use jobs::{JobSystem, QueueBackend};
 use storage::sql::WorkerStore;
 use storage::{Backends, Config};
 
-use crate::auth::tokens::AccessTokens;
+use crate::auth::tokens::{AccessTokens, secret_hash};
 use crate::auth::{ACCESS_TOKEN_LIFETIME, Auth, REFRESH_TOKEN_LIFETIME};
 use crate::http::metrics::HttpMetrics;
 
@@ -37,6 +37,7 @@ impl AppState {
             identity: backends.database.identity_store(),
             access: AccessTokens::new(jwt_secret, ACCESS_TOKEN_LIFETIME),
             refresh_lifetime: REFRESH_TOKEN_LIFETIME,
+            static_key_hash: config.api_key.as_ref().map(|key| secret_hash(key.expose())),
         };
         Self {
             auth,

@@ -24,11 +24,32 @@ on_both_databases!(
     refresh_by_access_token_as_the_original,
     logout_ends_the_session,
     bad_tokens_get_401_in_aibrain_shape,
+    api_keys_are_created_used_and_revoked,
+    the_static_api_key_acts_as_an_admin,
 );
 
+const STATIC_KEY: &str = "the-seeds-admin-key-of-this-test";
+
 async fn run<F: std::future::Future<Output = ()>>(stack: Stack, case: impl FnOnce(TestApp) -> F) {
-    let Some(app) = spawn_app(stack, &[]).await else { return };
+    let Some(app) = spawn_app(stack, &[("API_KEY", STATIC_KEY)]).await else { return };
     case(app).await;
+}
+
+async fn send(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = app.client.request(method, app.at(path)).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 const PASSWORD: &str = "correct horse battery";
@@ -226,4 +247,56 @@ async fn bad_tokens_get_401_in_aibrain_shape(app: TestApp) {
         assert_eq!((status, &body["success"]), (401, &json!(false)), "{bad}: {body}");
         assert!(!body.to_string().contains("victim"), "no data with a bad token");
     }
+}
+
+async fn api_keys_are_created_used_and_revoked(app: TestApp) {
+    use reqwest::Method;
+    let owner = register(&app, "keys@example.com").await;
+    let token = owner["token"].as_str().unwrap();
+    let body = json!({"name": "laptop sync", "scopes": ["memories:read", "blobs:rw", "blobs:rw"]});
+    let (status, created) = send(&app, Method::POST, "/api/v1/api-keys", token, Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let secret = created["secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("ek_") && secret.len() > 40, "{secret}");
+    assert_eq!(created["scopes"], json!(["blobs:rw", "memories:read"]));
+
+    let (status, who) = me(&app, &secret).await;
+    assert_eq!((status, &who["user"]["id"]), (200, &owner["user"]["id"]), "the key acts as its owner");
+    let (status, listed) = send(&app, Method::GET, "/api/v1/api-keys", token, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["keys"].as_array().unwrap().len(), 1);
+    assert!(listed["keys"][0]["last_used_at"].is_string(), "use is recorded: {listed}");
+    assert!(!listed.to_string().contains(&secret[3..]), "the secret is shown once only");
+
+    let widen = json!({"name": "wider", "scopes": ["jobs:rw"]});
+    assert_eq!(send(&app, Method::POST, "/api/v1/api-keys", &secret, Some(widen)).await.0, 403);
+    for bad in [
+        json!({"name": "x", "scopes": ["blobs:admin"]}),
+        json!({"name": "x", "scopes": []}),
+        json!({"name": " ", "scopes": ["blobs:rw"]}),
+        json!({"name": "x".repeat(101), "scopes": ["blobs:rw"]}),
+    ] {
+        let (status, reply) = send(&app, Method::POST, "/api/v1/api-keys", token, Some(bad.clone())).await;
+        assert_eq!(status, 422, "{bad} → {reply}");
+    }
+
+    let stranger = register(&app, "stranger@example.com").await;
+    let path = format!("/api/v1/api-keys/{}", created["id"].as_str().unwrap());
+    let (status, _) = send(&app, Method::DELETE, &path, stranger["token"].as_str().unwrap(), None).await;
+    assert_eq!(status, 404, "another user's key is not theirs to see");
+    assert_eq!(me(&app, &secret).await.0, 200, "and it still works");
+    assert_eq!(send(&app, Method::DELETE, &path, token, None).await.0, 204);
+    assert_eq!(me(&app, &secret).await.0, 401, "a revoked key stops at once");
+    assert_eq!(send(&app, Method::DELETE, &path, token, None).await.0, 404);
+    assert_eq!(me(&app, "ek_made-up").await.0, 401);
+}
+
+async fn the_static_api_key_acts_as_an_admin(app: TestApp) {
+    use reqwest::Method;
+    let (status, who) = me(&app, STATIC_KEY).await;
+    assert_eq!((status, &who["user"]["id"]), (200, &json!("admin")), "{who}");
+    let (status, _) = me(&app, &format!("{STATIC_KEY}x")).await;
+    assert_eq!(status, 401);
+    let body = json!({"name": "k", "scopes": ["blobs:rw"]});
+    assert_eq!(send(&app, Method::POST, "/api/v1/api-keys", STATIC_KEY, Some(body)).await.0, 403);
 }

@@ -1,8 +1,9 @@
 //! Who is calling: accounts with argon2id passwords, login sessions whose short access tokens
-//! (JWT) and rotating refresh tokens end when the session is revoked, and the `Caller`
-//! extractor every protected route takes.
+//! (JWT) and rotating refresh tokens end when the session is revoked, API keys for machine
+//! clients, the seeds' static `API_KEY`, and the `Caller` extractor every protected route takes.
 
 pub mod password;
+pub mod scopes;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -62,13 +63,18 @@ impl From<AuthError> for ApiError {
     }
 }
 
-/// Accounts and sessions.
+/// Accounts, sessions and keys.
 #[derive(Clone)]
 pub struct Auth {
     pub identity: Arc<dyn IdentityStore>,
     pub access: AccessTokens,
     pub refresh_lifetime: Duration,
+    /// The seeds' single admin key (`API_KEY`), compared by hash.
+    pub static_key_hash: Option<String>,
 }
+
+/// The user a static `API_KEY` acts as: an administrator with no account row.
+pub const STATIC_KEY_USER: &str = "admin";
 
 /// Emails are compared without case or surrounding space.
 pub fn normalize_email(email: &str) -> String {
@@ -150,19 +156,49 @@ impl Auth {
         }
     }
 
-    /// The caller an `Authorization: Bearer` access token names, while its session lives.
+    /// The caller a bearer credential names: an API key (`ek_…`), the static `API_KEY`, or
+    /// an access token while its session lives.
     pub async fn caller(&self, bearer: &str) -> Result<Option<Caller>, AuthError> {
+        if bearer.starts_with(API_KEY_PREFIX) {
+            let found = self.identity.api_key_user(&secret_hash(bearer)).await?;
+            return Ok(
+                found.map(|(key, user)| Caller { user, via: Via::ApiKey { id: key.id, scopes: key.scopes } })
+            );
+        }
+        if let Some(expected) = &self.static_key_hash
+            && tokens::hashes_match(expected, &secret_hash(bearer))
+        {
+            let user = User {
+                id: STATIC_KEY_USER.to_string(),
+                email: None,
+                display_name: "API_KEY".to_string(),
+                role: Role::Admin,
+                org_id: None,
+                team_id: None,
+                github_login: None,
+                settings: serde_json::json!({}),
+                created_at: chrono::DateTime::UNIX_EPOCH,
+            };
+            return Ok(Some(Caller { user, via: Via::StaticKey }));
+        }
         let Some(claims) = self.access.check(bearer) else { return Ok(None) };
         let user = self.identity.session_user(&claims.sid).await?;
         Ok(user.filter(|u| u.id == claims.sub).map(|user| Caller { user, via: Via::Session(claims.sid) }))
     }
 }
 
+/// API key secrets start with this.
+pub const API_KEY_PREFIX: &str = "ek_";
+
 /// How the caller proved who they are.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Via {
     /// An access token of this session.
     Session(String),
+    /// An API key, limited to its scopes.
+    ApiKey { id: String, scopes: Vec<String> },
+    /// The static `API_KEY`: an administrator.
+    StaticKey,
 }
 
 /// The authenticated caller of a request. Extracting it answers 401 when the request carries
@@ -177,11 +213,30 @@ impl Caller {
     pub fn session_id(&self) -> Option<&str> {
         match &self.via {
             Via::Session(id) => Some(id),
+            _ => None,
         }
     }
 
     pub fn is_admin(&self) -> bool {
         self.user.role == Role::Admin
+    }
+
+    /// Whether the caller may do what `scope` names: sessions and the static key may do
+    /// anything their user may; an API key only what its scopes grant.
+    pub fn allows(&self, scope: &str) -> bool {
+        match &self.via {
+            Via::ApiKey { scopes, .. } => scopes::grants(scopes, scope),
+            Via::Session(_) | Via::StaticKey => true,
+        }
+    }
+
+    /// 403 unless `allows(scope)`.
+    pub fn require(&self, scope: &str) -> Result<(), ApiError> {
+        if self.allows(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::new(ErrorCode::Forbidden, format!("this API key lacks the scope {scope}")))
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! request passes (request id, tracing, CORS, compression, error shapes, metrics, timeout,
 //! body limit).
 
+pub mod api_keys;
 pub mod auth;
 pub mod dashboard;
 pub mod docs;
@@ -32,6 +33,7 @@ use crate::state::AppState;
 pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .merge(auth::router())
+        .merge(api_keys::router())
         .merge(dashboard::router())
         .merge(health::router())
         .merge(metrics::router())
