@@ -159,6 +159,7 @@ async fn main() {
     let var = |name: &str| {
         std::env::var(name).unwrap_or_else(|_| panic!("{name} is unset: run scripts/bench-jobs.sh"))
     };
+    api::install_tls_provider();
     let postgres = var("ENGRAM_TEST_POSTGRES_URL");
     let redis = var("ENGRAM_TEST_REDIS_URL");
     let stacks = [

@@ -8,6 +8,7 @@ use jobs::{JobSystem, QueueBackend};
 use storage::sql::WorkerStore;
 use storage::{Backends, Config};
 
+use crate::auth::github::GitHub;
 use crate::auth::tokens::{AccessTokens, secret_hash};
 use crate::auth::{ACCESS_TOKEN_LIFETIME, Auth, REFRESH_TOKEN_LIFETIME};
 use crate::http::metrics::HttpMetrics;
@@ -22,6 +23,7 @@ pub struct AppState {
     pub workers: Arc<dyn WorkerStore>,
     pub metrics: Arc<HttpMetrics>,
     pub auth: Auth,
+    pub github: GitHub,
     draining: Arc<AtomicBool>,
 }
 
@@ -39,8 +41,10 @@ impl AppState {
             refresh_lifetime: REFRESH_TOKEN_LIFETIME,
             static_key_hash: config.api_key.as_ref().map(|key| secret_hash(key.expose())),
         };
+        let github = GitHub::new(config.github_api_url.expose());
         Self {
             auth,
+            github,
             config: Arc::new(config),
             backends,
             queue,

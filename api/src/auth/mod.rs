@@ -2,6 +2,7 @@
 //! (JWT) and rotating refresh tokens end when the session is revoked, API keys for machine
 //! clients, the seeds' static `API_KEY`, and the `Caller` extractor every protected route takes.
 
+pub mod github;
 pub mod password;
 pub mod scopes;
 pub mod tokens;
@@ -116,6 +117,32 @@ impl Auth {
             Utc::now() + chrono::Duration::from_std(self.refresh_lifetime).map_err(anyhow::Error::from)?;
         self.identity.create_session(&session_id, &user.id, &secret_hash(&refresh_token), expires).await?;
         Ok(self.issue(user, &session_id, refresh_token))
+    }
+
+    /// Starts a session for the account of a GitHub login, creating the account the first time.
+    pub async fn github_login(&self, github: github::GitHubUser) -> Result<Issued, AuthError> {
+        let login = github.login.to_lowercase();
+        if let Some(user) = self.identity.user_by_github_login(&login).await? {
+            return self.start_session(user).await;
+        }
+        let new = NewUser {
+            id: storage::ids::new_id(),
+            email: None,
+            password_hash: None,
+            display_name: github.name.unwrap_or_else(|| github.login.clone()),
+            role: Role::User,
+            github_login: Some(login.clone()),
+        };
+        let user = match self.identity.create_user(new).await? {
+            Some(user) => user,
+            // Created by a concurrent exchange of the same login.
+            None => self
+                .identity
+                .user_by_github_login(&login)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("the account of GitHub user {login} vanished"))?,
+        };
+        self.start_session(user).await
     }
 
     /// Spends `refresh_token` for a new pair; a spent token presented again revokes its session.

@@ -29,7 +29,7 @@ use crate::state::AppState;
         super::schedules::list, super::schedules::create, super::schedules::get_one,
         super::schedules::update, super::schedules::delete,
         super::auth::register, super::auth::login, super::auth::logout, super::auth::refresh, super::auth::me,
-        super::api_keys::create, super::api_keys::list, super::api_keys::revoke,
+        super::api_keys::create, super::api_keys::list, super::api_keys::revoke, super::github::exchange,
     ),
     components(schemas(crate::error::ErrorCode)),
     tags(

@@ -6,6 +6,7 @@ pub mod api_keys;
 pub mod auth;
 pub mod dashboard;
 pub mod docs;
+pub mod github;
 pub mod health;
 pub mod job_stream;
 pub mod jobs;
@@ -34,6 +35,7 @@ pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .merge(auth::router())
         .merge(api_keys::router())
+        .merge(github::router())
         .merge(dashboard::router())
         .merge(health::router())
         .merge(metrics::router())

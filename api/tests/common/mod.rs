@@ -189,6 +189,7 @@ pub fn engram_worker(args: &[&str], env: &[(String, String)]) -> tokio::process:
 /// Polls `url` until it answers (any status) or `deadline` passes.
 pub async fn wait_until_up(url: &str, deadline: Duration) -> reqwest::Response {
     let started = Instant::now();
+    api::install_tls_provider();
     let client = reqwest::Client::new();
     loop {
         if let Ok(response) = client.get(url).send().await {

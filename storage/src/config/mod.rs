@@ -26,6 +26,10 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
     ("JWT_SECRET", "HS256 secret for access tokens; unset = generated once into the data dir"),
     ("API_KEY", "static admin API key accepted as a Bearer token"),
     ("SSO_ENABLED", "trust SSO gateway headers from trusted proxies"),
+    (
+        "GITHUB_API_URL",
+        "GitHub API base URL for /auth/github token checks (GitHub Enterprise: https://host/api/v3)",
+    ),
     ("OPENROUTER_API_KEY", "OpenRouter key for LLM calls; unset = rule-based stand-ins"),
     ("OPENAI_API_KEY", "OpenAI key for LLM and embedding calls"),
     ("REPO_CACHE_DIR", "working copies of git memory repos"),
@@ -258,6 +262,7 @@ pub struct Config {
     pub jwt_secret: Option<Secret>,
     pub api_key: Option<Secret>,
     pub sso_enabled: bool,
+    pub github_api_url: ConnectionUrl,
     pub openrouter_api_key: Option<Secret>,
     pub openai_api_key: Option<Secret>,
     pub repo_cache_dir: PathBuf,
@@ -343,6 +348,12 @@ impl Config {
             jwt_secret: raw.get("JWT_SECRET").map(Secret::new),
             api_key: raw.get("API_KEY").map(Secret::new),
             sso_enabled: parse_bool(raw, "SSO_ENABLED", false)?,
+            github_api_url: parse_url(
+                raw.get("GITHUB_API_URL").unwrap_or(DEFAULT_GITHUB_API_URL),
+                "GITHUB_API_URL",
+                &["https", "http"],
+                DEFAULT_GITHUB_API_URL,
+            )?,
             openrouter_api_key: raw.get("OPENROUTER_API_KEY").map(Secret::new),
             openai_api_key: raw.get("OPENAI_API_KEY").map(Secret::new),
             repo_cache_dir,
@@ -409,6 +420,7 @@ impl Config {
             ("JWT_SECRET", Some(jwt)),
             ("API_KEY", masked(&self.api_key)),
             ("SSO_ENABLED", Some(self.sso_enabled.to_string())),
+            ("GITHUB_API_URL", Some(self.github_api_url.masked())),
             ("OPENROUTER_API_KEY", masked(&self.openrouter_api_key)),
             ("OPENAI_API_KEY", masked(&self.openai_api_key)),
             ("REPO_CACHE_DIR", Some(self.repo_cache_dir.display().to_string())),
@@ -470,6 +482,7 @@ impl Config {
 
 /// File in the data dir holding the generated JWT secret when `JWT_SECRET` is unset.
 pub const JWT_SECRET_FILE: &str = "jwt_secret";
+pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
 
 fn parse_with<T>(
     raw: &RawConfig,
