@@ -69,7 +69,7 @@ impl Application {
         });
         let draining = state.clone();
         let stop_workers = stop.clone();
-        let result = axum::serve(self.listener, router)
+        let result = axum::serve(self.listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 draining.start_draining();

@@ -5,12 +5,14 @@
 pub mod github;
 pub mod password;
 pub mod scopes;
+pub mod sso;
 pub mod tokens;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -226,6 +228,8 @@ pub enum Via {
     ApiKey { id: String, scopes: Vec<String> },
     /// The static `API_KEY`: an administrator.
     StaticKey,
+    /// Headers of a trusted SSO gateway.
+    Sso,
 }
 
 /// The authenticated caller of a request. Extracting it answers 401 when the request carries
@@ -253,7 +257,7 @@ impl Caller {
     pub fn allows(&self, scope: &str) -> bool {
         match &self.via {
             Via::ApiKey { scopes, .. } => scopes::grants(scopes, scope),
-            Via::Session(_) | Via::StaticKey => true,
+            Via::Session(_) | Via::StaticKey | Via::Sso => true,
         }
     }
 
@@ -274,11 +278,21 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 impl Caller {
-    /// The caller the request's headers prove, or 401.
-    pub async fn from_headers(headers: &HeaderMap, state: &AppState) -> Result<Self, ApiError> {
+    /// The caller the request proves (a bearer credential, else trusted SSO headers from
+    /// `peer`), or 401.
+    pub async fn from_headers(
+        headers: &HeaderMap,
+        peer: Option<SocketAddr>,
+        state: &AppState,
+    ) -> Result<Self, ApiError> {
         let unauthorized = || ApiError::new(ErrorCode::Unauthorized, "Missing or invalid access token");
-        let token = bearer(headers).ok_or_else(unauthorized)?;
-        state.auth.caller(token).await?.ok_or_else(unauthorized)
+        if let Some(token) = bearer(headers) {
+            return state.auth.caller(token).await?.ok_or_else(unauthorized);
+        }
+        match sso::sso_user(&state.config, headers, peer) {
+            Some(user) => Ok(Caller { user, via: Via::Sso }),
+            None => Err(unauthorized()),
+        }
     }
 }
 
@@ -286,6 +300,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        Caller::from_headers(&parts.headers, state).await
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
+        Caller::from_headers(&parts.headers, peer, state).await
     }
 }

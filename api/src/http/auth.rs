@@ -157,7 +157,7 @@ pub async fn refresh(
     body: Bytes,
 ) -> Result<Json<Session>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        let caller = Caller::from_headers(&headers, &state).await?;
+        let caller = Caller::from_headers(&headers, None, &state).await?;
         let token = state.auth.reissue_access(&caller).ok_or_else(|| {
             ApiError::new(ErrorCode::Unauthorized, "Only a session's access token can be refreshed")
         })?;

@@ -26,6 +26,8 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
     ("JWT_SECRET", "HS256 secret for access tokens; unset = generated once into the data dir"),
     ("API_KEY", "static admin API key accepted as a Bearer token"),
     ("SSO_ENABLED", "trust SSO gateway headers from trusted proxies"),
+    ("SSO_TRUSTED_PROXIES", "comma-separated addresses or CIDR ranges whose SSO headers are trusted"),
+    ("SSO_SHARED_SECRET", "secret an SSO gateway sends in X-SSO-Secret to have its headers trusted"),
     (
         "GITHUB_API_URL",
         "GitHub API base URL for /auth/github token checks (GitHub Enterprise: https://host/api/v3)",
@@ -262,6 +264,8 @@ pub struct Config {
     pub jwt_secret: Option<Secret>,
     pub api_key: Option<Secret>,
     pub sso_enabled: bool,
+    pub sso_trusted_proxies: Vec<IpRange>,
+    pub sso_shared_secret: Option<Secret>,
     pub github_api_url: ConnectionUrl,
     pub openrouter_api_key: Option<Secret>,
     pub openai_api_key: Option<Secret>,
@@ -328,6 +332,15 @@ impl Config {
                 ));
             }
         };
+        if parse_bool(raw, "SSO_ENABLED", false)?
+            && raw.get("SSO_TRUSTED_PROXIES").is_none_or(|v| v.trim().is_empty())
+            && raw.get("SSO_SHARED_SECRET").is_none_or(str::is_empty)
+        {
+            return Err(ConfigError::new(
+                "SSO_ENABLED",
+                "is true but nothing says whose SSO headers to trust; set SSO_TRUSTED_PROXIES or SSO_SHARED_SECRET",
+            ));
+        }
         Ok(Self {
             bind,
             database,
@@ -348,6 +361,8 @@ impl Config {
             jwt_secret: raw.get("JWT_SECRET").map(Secret::new),
             api_key: raw.get("API_KEY").map(Secret::new),
             sso_enabled: parse_bool(raw, "SSO_ENABLED", false)?,
+            sso_trusted_proxies: parse_ip_ranges(raw.get("SSO_TRUSTED_PROXIES").unwrap_or(""))?,
+            sso_shared_secret: raw.get("SSO_SHARED_SECRET").filter(|s| !s.is_empty()).map(Secret::new),
             github_api_url: parse_url(
                 raw.get("GITHUB_API_URL").unwrap_or(DEFAULT_GITHUB_API_URL),
                 "GITHUB_API_URL",
@@ -420,6 +435,11 @@ impl Config {
             ("JWT_SECRET", Some(jwt)),
             ("API_KEY", masked(&self.api_key)),
             ("SSO_ENABLED", Some(self.sso_enabled.to_string())),
+            (
+                "SSO_TRUSTED_PROXIES",
+                Some(self.sso_trusted_proxies.iter().map(IpRange::to_string).collect::<Vec<_>>().join(",")),
+            ),
+            ("SSO_SHARED_SECRET", masked(&self.sso_shared_secret)),
             ("GITHUB_API_URL", Some(self.github_api_url.masked())),
             ("OPENROUTER_API_KEY", masked(&self.openrouter_api_key)),
             ("OPENAI_API_KEY", masked(&self.openai_api_key)),
@@ -506,6 +526,63 @@ fn parse_number(raw: &RawConfig, key: &str, default: u64, min: u64, max: u64) ->
             format!("{value:?} is not a whole number from {min} to {max}; set one (default {default})"),
         )),
     }
+}
+
+/// An address or CIDR range, such as `10.0.0.0/8` or `::1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    network: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for IpRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+fn parse_ip_ranges(value: &str) -> Result<Vec<IpRange>, ConfigError> {
+    let key = "SSO_TRUSTED_PROXIES";
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            let (address, prefix) = item.split_once('/').map_or((item, None), |(a, p)| (a, Some(p)));
+            let network: std::net::IpAddr = address.parse().map_err(|_| {
+                ConfigError::new(key, format!("{item:?} is not an IP address or CIDR range like 10.0.0.0/8"))
+            })?;
+            let max = if network.is_ipv4() { 32 } else { 128 };
+            let prefix = match prefix {
+                None => max,
+                Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| {
+                    ConfigError::new(key, format!("{item:?} has a prefix length outside 0–{max}"))
+                })?,
+            };
+            Ok(IpRange { network, prefix })
+        })
+        .collect()
 }
 
 fn parse_bool(raw: &RawConfig, key: &str, default: bool) -> Result<bool, ConfigError> {

@@ -32,11 +32,26 @@ fn each_invalid_value_names_its_variable() {
         ("LOG_FORMAT", "xml"),
         ("S3_BUCKET", "Bad_Bucket"),
         ("ENGRAM_BODY_LIMIT_MB", "0"),
+        ("SSO_TRUSTED_PROXIES", "10.0.0.0/33"),
+        ("SSO_TRUSTED_PROXIES", "proxy.internal"),
+        ("GITHUB_API_URL", "ftp://github.example"),
     ] {
         let err = config(&[(key, value)]).unwrap_err();
         assert_eq!(err.key, key, "{err}");
         assert!(!err.to_string().contains('\n'));
     }
+}
+
+#[test]
+fn sso_needs_to_know_whom_to_trust() {
+    let err = config(&[("SSO_ENABLED", "true")]).unwrap_err();
+    assert_eq!(err.key, "SSO_ENABLED");
+    let trusted = config(&[("SSO_ENABLED", "true"), ("SSO_TRUSTED_PROXIES", "10.1.0.0/16, ::1")]).unwrap();
+    let [range, loopback] = trusted.sso_trusted_proxies[..] else { panic!("two ranges") };
+    assert!(range.contains("10.1.200.3".parse().unwrap()) && !range.contains("10.2.0.1".parse().unwrap()));
+    assert!(range.contains("::ffff:10.1.0.9".parse().unwrap()), "IPv4-mapped addresses count as IPv4");
+    assert!(loopback.contains("::1".parse().unwrap()) && !loopback.contains("127.0.0.1".parse().unwrap()));
+    assert!(config(&[("SSO_ENABLED", "true"), ("SSO_SHARED_SECRET", "s3cret")]).is_ok());
 }
 
 #[test]
