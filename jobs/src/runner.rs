@@ -65,22 +65,8 @@ pub enum Executed {
 /// Most claims, or outcomes, written by one statement.
 const MAX_BATCH: usize = 256;
 
-#[derive(Clone)]
-pub struct Runner {
-    pub backends: storage::Backends,
-    pub worker_id: String,
-    pub jobs: Arc<dyn JobStore>,
-    pub kinds: Registry,
-    pub logs: LogWriter,
-    pub delivery: Arc<dyn Delivery>,
-    pub running: RunningJobs,
-    /// Caps the jobs this process runs at once, over all kinds.
-    pub slots: Arc<tokio::sync::Semaphore>,
-    claims: Batcher<String, Option<Job>>,
-    outcomes: Batcher<(String, AttemptOutcome), bool>,
-}
-
 /// What a runner is built from.
+#[derive(Clone)]
 pub struct RunnerParts {
     pub backends: storage::Backends,
     pub worker_id: String,
@@ -88,7 +74,17 @@ pub struct RunnerParts {
     pub kinds: Registry,
     pub logs: LogWriter,
     pub delivery: Arc<dyn Delivery>,
+    /// Caps the jobs this process runs at once, over all kinds.
     pub concurrency: usize,
+}
+
+#[derive(Clone)]
+pub struct Runner {
+    pub parts: RunnerParts,
+    pub running: RunningJobs,
+    slots: Arc<tokio::sync::Semaphore>,
+    claims: Batcher<String, Option<Job>>,
+    outcomes: Batcher<(String, AttemptOutcome), bool>,
 }
 
 impl Runner {
@@ -109,14 +105,9 @@ impl Runner {
             async move { jobs.finish_attempts(&worker_id, &outcomes).await }
         });
         Self {
-            backends: parts.backends,
-            worker_id: parts.worker_id,
-            jobs: parts.jobs,
-            kinds: parts.kinds,
-            logs: parts.logs,
-            delivery: parts.delivery,
-            running: RunningJobs::default(),
             slots: Arc::new(tokio::sync::Semaphore::new(parts.concurrency)),
+            parts,
+            running: RunningJobs::default(),
             claims,
             outcomes,
         }
@@ -127,14 +118,14 @@ impl Runner {
         let Some(job) = self.claims.call(job_id.to_string()).await? else {
             return Ok(Executed::Skipped);
         };
-        self.logs.publish(&job.id, JobEvent::Status { status: JobStatus::Running });
+        self.parts.logs.publish(&job.id, JobEvent::Status { status: JobStatus::Running });
         let token = CancellationToken::new();
         self.running.insert(&job.id, token.clone());
         let (outcome, logged) = self.attempt(&job, token.clone()).await;
         self.running.remove(&job.id);
         if logged {
             // The job's lines are stored before its final status is.
-            self.logs.flush().await;
+            self.parts.logs.flush().await;
         }
         let recorded = self.outcomes.call((job.id.clone(), outcome.clone())).await?;
         if !recorded {
@@ -153,32 +144,33 @@ impl Runner {
                 run_at,
                 priority: job.priority,
             };
-            self.delivery.push(&[task]).await?;
+            self.parts.delivery.push(&[task]).await?;
         }
         let event = if status.is_final() { JobEvent::End { status } } else { JobEvent::Status { status } };
-        self.logs.publish(&job.id, event);
+        self.parts.logs.publish(&job.id, event);
         Ok(Executed::Finished(status))
     }
 
     /// Runs the handler once and turns whatever it did into an outcome; also says whether
     /// the attempt logged any line.
     async fn attempt(&self, job: &Job, token: CancellationToken) -> (AttemptOutcome, bool) {
-        let Some(kind) = self.kinds.get(&job.kind).cloned() else {
+        let Some(kind) = self.parts.kinds.get(&job.kind).cloned() else {
             let error = format!("no handler for kind {:?}", job.kind);
             return (AttemptOutcome::Failed { error, retry_at: None }, false);
         };
         let policy = kind.policy();
         let timeout = kind.timeout(&job.payload);
         // Lines exist only from earlier attempts; the first attempt starts at 1.
-        let last_seq = if job.attempt > 1 { self.jobs.last_log_seq(&job.id).await.unwrap_or(0) } else { 0 };
+        let last_seq =
+            if job.attempt > 1 { self.parts.jobs.last_log_seq(&job.id).await.unwrap_or(0) } else { 0 };
         let ctx = JobContext::new(
-            self.backends.clone(),
+            self.parts.backends.clone(),
             job.id.clone(),
             job.attempt,
             last_seq,
             token.clone(),
-            self.logs.clone(),
-            self.jobs.clone(),
+            self.parts.logs.clone(),
+            self.parts.jobs.clone(),
         );
         let run = AssertUnwindSafe(kind.run(job.payload.clone(), &ctx)).catch_unwind();
         let result: Result<Value, JobError> = match tokio::time::timeout(timeout, run).await {

@@ -250,7 +250,7 @@ impl QueueBackend {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let mut monitor = Monitor::new();
-        let lanes: Vec<String> = runner.kinds.names().flat_map(|kind| self.lanes(kind)).collect();
+        let lanes: Vec<String> = runner.parts.kinds.names().flat_map(|kind| self.lanes(kind)).collect();
         for lane in lanes {
             let (name, runner, queue_name) =
                 (format!("{worker_name}:{lane}"), runner.clone(), self.queue_name(&lane));

@@ -5,7 +5,6 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -31,10 +30,6 @@ impl LocalEventBus {
 impl EventBus for LocalEventBus {
     fn backend_name(&self) -> &'static str {
         "in-process"
-    }
-
-    async fn publish(&self, topic: &str, payload: Value) -> StoreResult<()> {
-        self.publish_many(vec![Event { topic: topic.to_string(), payload }]).await
     }
 
     async fn publish_many(&self, events: Vec<Event>) -> StoreResult<()> {

@@ -31,15 +31,12 @@ pub type EventStream = BoxStream<'static, Event>;
 pub trait EventBus: Send + Sync {
     fn backend_name(&self) -> &'static str;
 
-    async fn publish(&self, topic: &str, payload: Value) -> StoreResult<()>;
+    async fn publish(&self, topic: &str, payload: Value) -> StoreResult<()> {
+        self.publish_many(vec![Event { topic: topic.to_string(), payload }]).await
+    }
 
     /// Publishes several events with as few round trips as the backend allows, in order.
-    async fn publish_many(&self, events: Vec<Event>) -> StoreResult<()> {
-        for event in events {
-            self.publish(&event.topic, event.payload).await?;
-        }
-        Ok(())
-    }
+    async fn publish_many(&self, events: Vec<Event>) -> StoreResult<()>;
 
     /// Subscribes; every event published after this returns is delivered (bar lag).
     async fn subscribe(&self, topic: &str) -> StoreResult<EventStream>;

@@ -1,13 +1,11 @@
 //! Event bus on PostgreSQL LISTEN/NOTIFY, for scale-out deployments without Redis: one
 //! listening connection per process receives every event and fans it out to this process's
-//! subscribers. A notification carries one event or an array of them (a batch published at
-//! once). NOTIFY payloads are limited to 8,000 bytes; a larger event is not sent, and its
+//! subscribers. A notification carries an array of events (as many of a batch as fit). NOTIFY payloads are limited to 8,000 bytes; a larger event is not sent, and its
 //! readers fall back on the durable state (for job logs, the `job_logs` table).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 
@@ -16,14 +14,6 @@ use crate::error::{StoreError, StoreResult};
 
 /// Largest NOTIFY payload PostgreSQL accepts, less a margin.
 const MAX_PAYLOAD: usize = 7900;
-
-/// What one NOTIFY carries.
-#[derive(serde::Deserialize)]
-#[serde(untagged)]
-enum Notification {
-    One(Event),
-    Many(Vec<Event>),
-}
 
 pub struct PostgresEventBus {
     pool: PgPool,
@@ -45,11 +35,8 @@ impl PostgresEventBus {
         let listener = tokio::spawn(async move {
             loop {
                 match listener.recv().await {
-                    Ok(notification) => match serde_json::from_str::<Notification>(notification.payload()) {
-                        Ok(Notification::One(event)) => {
-                            let _ = fan_out.publish(&event.topic, event.payload).await;
-                        }
-                        Ok(Notification::Many(events)) => {
+                    Ok(notification) => match serde_json::from_str::<Vec<Event>>(notification.payload()) {
+                        Ok(events) => {
                             let _ = fan_out.publish_many(events).await;
                         }
                         Err(e) => tracing::warn!(error = %e, "unreadable event notification"),
@@ -75,17 +62,6 @@ impl Drop for PostgresEventBus {
 impl EventBus for PostgresEventBus {
     fn backend_name(&self) -> &'static str {
         "postgres"
-    }
-
-    async fn publish(&self, topic: &str, payload: Value) -> StoreResult<()> {
-        let body = serde_json::to_string(&Event { topic: topic.to_string(), payload })
-            .map_err(|e| StoreError::backend("postgres", e))?;
-        if body.len() > MAX_PAYLOAD {
-            tracing::debug!(topic, bytes = body.len(), "event too large for NOTIFY; not sent");
-            return Ok(());
-        }
-        sqlx::query("SELECT pg_notify($1, $2)").bind(&self.channel).bind(body).execute(&self.pool).await?;
-        Ok(())
     }
 
     /// Packs the events into as few notifications as fit under the payload limit, all sent

@@ -3,9 +3,7 @@
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
-use serde_json::Value;
 
 use super::{Event, EventBus, EventStream};
 use crate::error::{StoreError, StoreResult};
@@ -36,14 +34,6 @@ impl RedisEventBus {
 impl EventBus for RedisEventBus {
     fn backend_name(&self) -> &'static str {
         "redis"
-    }
-
-    async fn publish(&self, topic: &str, payload: Value) -> StoreResult<()> {
-        let body = serde_json::to_string(&payload).map_err(|e| StoreError::backend("redis", e))?;
-        let mut connection = self.publisher.clone();
-        let _receivers: i64 =
-            connection.publish(format!("{}{topic}", self.channel_prefix), body).await.map_err(redis_error)?;
-        Ok(())
     }
 
     async fn publish_many(&self, events: Vec<Event>) -> StoreResult<()> {

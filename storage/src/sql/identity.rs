@@ -124,7 +124,8 @@ pub trait IdentityStore: Send + Sync {
     /// `false` when the user has no such unrevoked key.
     async fn revoke_api_key(&self, user_id: &str, key_id: &str) -> StoreResult<bool>;
 
-    /// The unrevoked key with this secret hash and its user; records the use.
+    /// The unrevoked key with this secret hash and its user; records the use, at most once
+    /// a minute, so a busy client does not write on every request.
     async fn api_key_user(&self, secret_hash: &str) -> StoreResult<Option<(ApiKey, User)>>;
 }
 
@@ -214,8 +215,11 @@ const API_KEYS: &str = "SELECT id, user_id, name, scopes, created_at, last_used_
      WHERE user_id = $1 ORDER BY id";
 const REVOKE_API_KEY: &str =
     "UPDATE api_keys SET revoked_at = $3 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL";
-const USE_API_KEY: &str = "UPDATE api_keys SET last_used_at = $2 WHERE secret_hash = $1 AND revoked_at IS NULL \
-     RETURNING id, user_id, name, scopes, created_at, last_used_at, revoked_at";
+const API_KEY_BY_HASH: &str = "SELECT id, user_id, name, scopes, created_at, last_used_at, revoked_at \
+     FROM api_keys WHERE secret_hash = $1 AND revoked_at IS NULL";
+const TOUCH_API_KEY: &str = "UPDATE api_keys SET last_used_at = $2 WHERE id = $1";
+/// How stale `last_used_at` may get before a use rewrites it.
+const TOUCH_EVERY_MS: i64 = 60_000;
 
 macro_rules! sql_identity_store {
     ($name:ident, $pool:ty) => {
@@ -363,12 +367,14 @@ macro_rules! sql_identity_store {
             }
 
             async fn api_key_user(&self, secret_hash: &str) -> StoreResult<Option<(ApiKey, User)>> {
-                let key: Option<ApiKeyRow> = sqlx::query_as(USE_API_KEY)
-                    .bind(secret_hash)
-                    .bind(to_millis(Utc::now()))
-                    .fetch_optional(&self.pool)
-                    .await?;
-                let Some(key) = key else { return Ok(None) };
+                let key: Option<ApiKeyRow> =
+                    sqlx::query_as(API_KEY_BY_HASH).bind(secret_hash).fetch_optional(&self.pool).await?;
+                let Some(mut key) = key else { return Ok(None) };
+                let now = to_millis(Utc::now());
+                if key.last_used_at.is_none_or(|used| now - used >= TOUCH_EVERY_MS) {
+                    sqlx::query(TOUCH_API_KEY).bind(&key.id).bind(now).execute(&self.pool).await?;
+                    key.last_used_at = Some(now);
+                }
                 let Some(user) = self.user(&key.user_id).await? else { return Ok(None) };
                 Ok(Some((ApiKey::from(key), user)))
             }
