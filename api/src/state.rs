@@ -8,9 +8,10 @@ use jobs::{JobSystem, QueueBackend};
 use storage::sql::WorkerStore;
 use storage::{Backends, Config};
 
+use crate::auth::Auth;
 use crate::auth::github::GitHub;
+use crate::auth::throttle::Throttle;
 use crate::auth::tokens::{AccessTokens, secret_hash};
-use crate::auth::{ACCESS_TOKEN_LIFETIME, Auth, REFRESH_TOKEN_LIFETIME};
 use crate::http::metrics::HttpMetrics;
 
 #[derive(Clone)]
@@ -23,6 +24,7 @@ pub struct AppState {
     pub workers: Arc<dyn WorkerStore>,
     pub metrics: Arc<HttpMetrics>,
     pub auth: Auth,
+    pub throttle: Throttle,
     pub github: GitHub,
     draining: Arc<AtomicBool>,
 }
@@ -37,13 +39,15 @@ impl AppState {
     ) -> Self {
         let auth = Auth {
             identity: backends.database.identity_store(),
-            access: AccessTokens::new(jwt_secret, ACCESS_TOKEN_LIFETIME),
-            refresh_lifetime: REFRESH_TOKEN_LIFETIME,
+            access: AccessTokens::new(jwt_secret, config.auth.access_token_lifetime),
+            refresh_lifetime: config.auth.refresh_token_lifetime,
             static_key_hash: config.api_key.as_ref().map(|key| secret_hash(key.expose())),
         };
         let github = GitHub::new(config.github_api_url.expose());
+        let throttle = Throttle::new(backends.counters.clone(), config.auth.clone());
         Self {
             auth,
+            throttle,
             github,
             config: Arc::new(config),
             backends,

@@ -243,3 +243,85 @@ async fn json_logs_are_one_object_per_line() {
         assert!(seen.iter().any(|m| m.contains(expected)), "{expected} in {seen:?}");
     }
 }
+
+/// Passwords reach neither the logs (at the most verbose level, every dependency included)
+/// nor any answer, however a request carrying one goes.
+#[tokio::test]
+async fn passwords_never_reach_logs_or_answers() {
+    const PASSWORD: &str = "pw-that-must-not-leak-7Q";
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut env = base_env(data_dir.path(), port);
+    env.extend(
+        [("LOG_LEVEL", "trace"), ("LOGIN_MAX_FAILURES", "2")].map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let mut child = engram_api(&[], &env).spawn().unwrap();
+    // Read the output as it comes: trace logging fills a pipe left unread, and the server
+    // would then block on its next log line.
+    let stdout = tokio::spawn(read_all(child.stdout.take().unwrap()));
+    let stderr = tokio::spawn(read_all(child.stderr.take().unwrap()));
+    let url = format!("http://127.0.0.1:{port}");
+    wait_until_up(&format!("{url}/health"), Duration::from_secs(30)).await;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let bodies = [
+        ("/api/v1/auth/register", serde_json::json!({"email": "leak@example.com", "password": PASSWORD})),
+        ("/api/v1/auth/register", serde_json::json!({"email": "leak@example.com", "password": PASSWORD})),
+        ("/api/v1/auth/register", serde_json::json!({"email": "not-an-email", "password": PASSWORD})),
+        (
+            "/api/v1/auth/register",
+            serde_json::json!({"email": "x@example.com", "password": format!("{PASSWORD}\u{0}")}),
+        ),
+        ("/api/v1/auth/login", serde_json::json!({"email": "leak@example.com", "password": PASSWORD})),
+        (
+            "/api/v1/auth/login",
+            serde_json::json!({"email": "leak@example.com", "password": format!("{PASSWORD}-wrong")}),
+        ),
+        (
+            "/api/v1/auth/login",
+            serde_json::json!({"email": "leak@example.com", "password": format!("{PASSWORD}-wrong")}),
+        ),
+        ("/api/v1/auth/login", serde_json::json!({"email": "leak@example.com", "password": PASSWORD})),
+        ("/api/v1/auth/login", serde_json::json!({"email": ["leak@example.com"], "password": PASSWORD})),
+        (
+            "/api/v1/auth/login",
+            serde_json::json!({"email": "leak@example.com", "password": PASSWORD, "extra": 1}),
+        ),
+        ("/api/v1/auth/refresh", serde_json::json!({"refreshToken": PASSWORD})),
+    ];
+    let mut statuses = Vec::new();
+    for (path, body) in &bodies {
+        let response = client.post(format!("{url}{path}")).json(body).send().await.unwrap();
+        statuses.push(response.status().as_u16());
+        let text = response.text().await.unwrap();
+        assert!(!text.contains(PASSWORD), "{path} answered the password: {text}");
+    }
+    // A body that is not JSON at all, with the password inside.
+    let raw = format!("{{\"email\": \"leak@example.com\", \"password\": \"{PASSWORD}\"");
+    let response = client
+        .post(format!("{url}/api/v1/auth/login"))
+        .header("content-type", "application/json")
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    statuses.push(response.status().as_u16());
+    assert!(!response.text().await.unwrap().contains(PASSWORD));
+    assert_eq!(
+        statuses,
+        [201, 409, 400, 400, 200, 401, 401, 429, 422, 429, 401, 400],
+        "each request took its path"
+    );
+
+    std::process::Command::new("kill").args(["-TERM", &child.id().unwrap().to_string()]).status().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("exits after SIGTERM").unwrap();
+    let logs = format!("{}{}", stdout.await.unwrap(), stderr.await.unwrap());
+    assert!(logs.contains("/api/v1/auth/login"), "the requests were logged at all:\n{logs:.3000}");
+    assert!(!logs.contains(PASSWORD), "a password reached the logs");
+}
+
+async fn read_all(mut pipe: impl tokio::io::AsyncRead + Unpin) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    pipe.read_to_end(&mut bytes).await.unwrap();
+    String::from_utf8_lossy(&bytes).into_owned()
+}

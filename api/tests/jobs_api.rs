@@ -224,7 +224,7 @@ async fn sse_replays_after_last_event_id_then_ends(app: TestApp) {
         .submit(json!({"kind": "noop", "run_at": run_at, "payload": {"log_lines": 40, "sleep_ms": 200}}))
         .await;
     let url = app.at(&format!("/api/v1/jobs/{id}/logs/stream"));
-    let response = app.client.get(&url).send().await.unwrap();
+    let response = app.admin.get(&url).send().await.unwrap();
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
     let live = read_sse(response).await;
     let seqs: Vec<i64> =
@@ -233,7 +233,7 @@ async fn sse_replays_after_last_event_id_then_ends(app: TestApp) {
     assert_eq!(live.last().unwrap().2, json!({"status": "succeeded"}));
 
     // Reconnect after line 25: the rest, once each, then end.
-    let response = app.client.get(&url).header("last-event-id", "25").send().await.unwrap();
+    let response = app.admin.get(&url).header("last-event-id", "25").send().await.unwrap();
     let replayed = read_sse(response).await;
     let seqs: Vec<i64> =
         replayed.iter().filter(|e| e.0 == "log").map(|e| e.1.as_ref().unwrap().parse().unwrap()).collect();
@@ -321,7 +321,7 @@ async fn a_schedule_fires_once_per_tick(app: TestApp) {
     let id = schedule["id"].as_str().unwrap().to_string();
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let response = app
-        .client
+        .admin
         .patch(app.at(&format!("/api/v1/schedules/{id}")))
         .json(&json!({"paused": true}))
         .send()
@@ -343,7 +343,7 @@ async fn a_schedule_fires_once_per_tick(app: TestApp) {
         assert_eq!(status, 422, "{reply}");
         assert!(reply["error"]["message"].as_str().unwrap().starts_with(field), "{reply}");
     }
-    let response = app.client.delete(app.at(&format!("/api/v1/schedules/{id}"))).send().await.unwrap();
+    let response = app.admin.delete(app.at(&format!("/api/v1/schedules/{id}"))).send().await.unwrap();
     assert_eq!(response.status(), 204);
     assert_eq!(app.get(&format!("/api/v1/schedules/{id}")).await.status(), 404);
 }

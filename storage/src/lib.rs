@@ -3,8 +3,10 @@
 
 pub mod blob;
 pub mod config;
+pub mod counters;
 pub mod error;
 pub mod events;
+pub mod gitmem;
 pub mod ids;
 pub mod sql;
 #[cfg(feature = "testing")]
@@ -19,6 +21,7 @@ pub use error::{StoreError, StoreResult};
 
 use blob::{BlobStore, FilesystemBlobStore, S3BlobStore};
 use config::{JWT_SECRET_FILE, Secret};
+use counters::{Counters, MemoryCounters, RedisCounters};
 use events::{EventBus, LocalEventBus, PostgresEventBus, RedisEventBus};
 use sql::{Database, KeyValueStore};
 
@@ -29,6 +32,8 @@ pub struct Backends {
     pub key_values: Arc<dyn KeyValueStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub events: Arc<dyn EventBus>,
+    /// Rate-limit and lockout counts.
+    pub counters: Arc<dyn Counters>,
 }
 
 impl Backends {
@@ -59,7 +64,15 @@ impl Backends {
                 Database::Sqlite(_) => Arc::new(LocalEventBus::new()),
             },
         };
-        Ok(Self { key_values: database.key_value_store(), database, blobs, events })
+        let counters: Arc<dyn Counters> = match &config.redis_url {
+            Some(url) => Arc::new(
+                RedisCounters::connect(url.expose(), &config.redis_prefix)
+                    .await
+                    .with_context(|| format!("cannot connect to Redis at {}", url.masked()))?,
+            ),
+            None => Arc::new(MemoryCounters::new()),
+        };
+        Ok(Self { key_values: database.key_value_store(), database, blobs, events, counters })
     }
 }
 

@@ -6,6 +6,7 @@ pub mod github;
 pub mod password;
 pub mod scopes;
 pub mod sso;
+pub mod throttle;
 pub mod tokens;
 
 use std::net::SocketAddr;
@@ -22,11 +23,6 @@ use storage::sql::{IdentityStore, NewUser, Role, Rotation, User};
 use self::tokens::{AccessTokens, new_secret, secret_hash};
 use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
-
-/// Access tokens live this long unless configured otherwise.
-pub const ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
-/// Refresh tokens (and so sessions left idle) live this long.
-pub const REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// A session's credentials, as register, login and refresh hand them out.
 #[derive(Debug, Clone)]
@@ -269,6 +265,31 @@ impl Caller {
             Err(ApiError::new(ErrorCode::Forbidden, format!("this API key lacks the scope {scope}")))
         }
     }
+
+    /// 403 unless the caller is an administrator.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::new(ErrorCode::Forbidden, "only administrators may do this"))
+        }
+    }
+
+    /// Whether the caller may reach a resource owned by `owner`: its own, or any as admin.
+    pub fn owns(&self, owner: &str) -> bool {
+        self.is_admin() || self.user.id == owner
+    }
+
+    /// The owner a listing is narrowed to: the caller, or nobody (every tenant) for an admin.
+    pub fn listing_owner(&self) -> Option<&str> {
+        (!self.is_admin()).then_some(self.user.id.as_str())
+    }
+
+    /// A `user_id` named in a path or body: the caller's own, or anyone's for an admin.
+    /// Another user's id answers 404, as their resources do, so ids cannot be probed.
+    pub fn act_as<'a>(&self, user_id: &'a str) -> Result<&'a str, ApiError> {
+        if self.owns(user_id) { Ok(user_id) } else { Err(ApiError::not_found(format!("no user {user_id}"))) }
+    }
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -302,5 +323,50 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
         Caller::from_headers(&parts.headers, peer, state).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(id: &str, role: Role, via: Via) -> Caller {
+        let user = User {
+            id: id.to_string(),
+            email: None,
+            display_name: String::new(),
+            role,
+            org_id: None,
+            team_id: None,
+            github_login: None,
+            settings: serde_json::json!({}),
+            created_at: chrono::DateTime::UNIX_EPOCH,
+        };
+        Caller { user, via }
+    }
+
+    #[test]
+    fn a_user_acts_only_as_itself_and_an_admin_as_anyone() {
+        let user = caller("u1", Role::User, Via::Session("s".into()));
+        assert_eq!(user.act_as("u1").unwrap(), "u1");
+        assert_eq!(user.act_as("u2").unwrap_err().code, ErrorCode::NotFound);
+        assert!(user.owns("u1") && !user.owns("u2"));
+        assert_eq!(user.listing_owner(), Some("u1"));
+        assert_eq!(user.require_admin().unwrap_err().code, ErrorCode::Forbidden);
+
+        let admin = caller("root", Role::Admin, Via::StaticKey);
+        assert_eq!(admin.act_as("u2").unwrap(), "u2");
+        assert!(admin.owns("u2"));
+        assert_eq!(admin.listing_owner(), None, "administrators list every tenant's");
+        assert!(admin.require_admin().is_ok());
+    }
+
+    #[test]
+    fn api_keys_do_only_what_their_scopes_grant() {
+        let key = caller("u1", Role::User, Via::ApiKey { id: "k".into(), scopes: vec!["jobs:rw".into()] });
+        assert!(key.allows("jobs:read") && key.allows("jobs:rw"));
+        assert_eq!(key.require("blobs:read").unwrap_err().code, ErrorCode::Forbidden);
+        let session = caller("u1", Role::User, Via::Session("s".into()));
+        assert!(session.allows("blobs:rw"), "a session may do whatever its user may");
     }
 }

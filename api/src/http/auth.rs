@@ -13,7 +13,8 @@ use storage::sql::User;
 use utoipa::ToSchema;
 
 use crate::auth::password::{MAX_PASSWORD, MIN_PASSWORD};
-use crate::auth::{Caller, Issued};
+use crate::auth::throttle::ClientAddress;
+use crate::auth::{AuthError, Caller, Issued};
 use crate::error::{ApiError, AppJson, ErrorCode, ErrorFamily, reshape_errors};
 use crate::state::AppState;
 
@@ -30,11 +31,18 @@ pub fn router() -> Router<AppState> {
         .layer(middleware::map_response_with_state(ErrorFamily::AiBrain, reshape_errors))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct Credentials {
     email: String,
     /// 8 to 100 characters.
     password: String,
+}
+
+/// Debug output never shows the password.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("email", &self.email).field("password", &"****").finish()
+    }
 }
 
 impl Credentials {
@@ -103,11 +111,14 @@ impl From<Issued> for Session {
 #[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = Credentials, responses(
     (status = 201, description = "Registered and logged in", body = Session),
     (status = 400, description = "Bad email or password length"),
-    (status = 409, description = "The email is registered")))]
+    (status = 409, description = "The email is registered"),
+    (status = 429, description = "Too many registrations from this address (`Retry-After`)")))]
 pub async fn register(
     State(state): State<AppState>,
+    client: ClientAddress,
     AppJson(credentials): AppJson<Credentials>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
+    state.throttle.register_attempt(client).await?;
     credentials.check()?;
     let issued = state.auth.register(&credentials.email, credentials.password).await?;
     Ok((StatusCode::CREATED, Json(issued.into())))
@@ -115,13 +126,26 @@ pub async fn register(
 
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = Credentials, responses(
     (status = 200, description = "Logged in", body = Session),
-    (status = 401, description = "Invalid credentials")))]
+    (status = 401, description = "Invalid credentials"),
+    (status = 429, description = "Too many attempts from this address, or the account is locked after repeated failures (`Retry-After`)")))]
 pub async fn login(
     State(state): State<AppState>,
+    client: ClientAddress,
     AppJson(credentials): AppJson<Credentials>,
 ) -> Result<Json<Session>, ApiError> {
-    let issued = state.auth.login(&credentials.email, credentials.password).await?;
-    Ok(Json(issued.into()))
+    let email = credentials.email;
+    state.throttle.login_attempt(client, Some(&email)).await?;
+    match state.auth.login(&email, credentials.password).await {
+        Ok(issued) => {
+            state.throttle.login_succeeded(&email).await?;
+            Ok(Json(issued.into()))
+        }
+        Err(e @ AuthError::InvalidCredentials) => {
+            state.throttle.login_failed(&email).await?;
+            Err(e.into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]

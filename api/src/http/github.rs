@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::github::GitHubError;
+use crate::auth::throttle::ClientAddress;
 use crate::error::{ApiError, AppQuery, ErrorCode, ErrorFamily, reshape_errors};
 use crate::state::AppState;
 
@@ -38,11 +39,14 @@ pub struct Exchanged {
 #[utoipa::path(post, path = "/auth/github", tag = "auth", params(ExchangeQuery), responses(
     (status = 200, description = "An access token for the GitHub user's account", body = Exchanged),
     (status = 401, description = "GitHub refused the token"),
+    (status = 429, description = "Too many attempts from this address (`Retry-After`)"),
     (status = 503, description = "GitHub could not be reached")))]
 pub async fn exchange(
     State(state): State<AppState>,
+    client: ClientAddress,
     AppQuery(query): AppQuery<ExchangeQuery>,
 ) -> Result<Json<Exchanged>, ApiError> {
+    state.throttle.login_attempt(client, None).await?;
     let token = query.github_token.trim();
     if token.is_empty() || token.len() > 1000 {
         return Err(ApiError::new(ErrorCode::Unprocessable, "github_token: 1 to 1,000 characters"));

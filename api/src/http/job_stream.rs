@@ -20,6 +20,7 @@ use storage::sql::{JobStatus, LogLine};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -34,10 +35,12 @@ const PAGE: u32 = 500;
     (status = 404, description = "No such job")))]
 pub async fn stream(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    super::jobs::find_job(&state, &id).await?;
+    caller.require("jobs:read")?;
+    super::jobs::find_job(&state, &caller, &id).await?;
     let after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -93,6 +96,11 @@ async fn end(
     send(sender, event).await
 }
 
+/// The job as stored now (its owner was checked when the stream opened).
+async fn current(state: &AppState, id: &str) -> anyhow::Result<storage::sql::Job> {
+    state.engine.jobs.get(id).await?.ok_or_else(|| anyhow::anyhow!("job {id} vanished"))
+}
+
 async fn follow(
     state: &AppState,
     id: &str,
@@ -102,7 +110,7 @@ async fn follow(
 ) -> anyhow::Result<()> {
     let mut last = after;
     replay(state, id, &mut last, sender).await?;
-    let job = super::jobs::find_job(state, id).await.map_err(|e| anyhow::anyhow!(e.message))?;
+    let job = current(state, id).await?;
     if job.status.is_final() {
         return end(state, id, job.status, &mut last, sender).await;
     }
@@ -112,7 +120,7 @@ async fn follow(
             Ok(None) => anyhow::bail!("the event bus closed the subscription"),
             Err(_) => {
                 // Quiet for a while: make sure an `end` was not lost.
-                let job = super::jobs::find_job(state, id).await.map_err(|e| anyhow::anyhow!(e.message))?;
+                let job = current(state, id).await?;
                 if job.status.is_final() {
                     return end(state, id, job.status, &mut last, sender).await;
                 }

@@ -1,5 +1,7 @@
 //! The jobs API: submit, list, inspect, cancel and retry jobs, read their logs, and see the
-//! workers and per-kind queue counts. Engram's own routes: always asynchronous.
+//! workers and per-kind queue counts. Engram's own routes: always asynchronous. A caller
+//! sees its own jobs (scope `jobs:read`, `jobs:rw` to change them); an administrator sees every
+//! tenant's, the workers and the queues.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -12,11 +14,10 @@ use serde_json::Value;
 use storage::sql::{Job, JobFilter, JobStatus, KindStats, LogLine, WorkerRecord};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::auth::Caller;
 use crate::error::{ApiError, AppJson, AppQuery, ErrorCode};
 use crate::state::AppState;
 
-/// Owner of jobs submitted through this API until callers are authenticated.
-pub const ANONYMOUS: &str = "anonymous";
 /// Most jobs one batch submit takes.
 pub const MAX_BATCH: usize = 10_000;
 const DEFAULT_PAGE: u32 = 50;
@@ -97,11 +98,11 @@ fn check_request(request: &SubmitRequest) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn into_submit(request: SubmitRequest) -> Submit {
+fn into_submit(request: SubmitRequest, owner: &str) -> Submit {
     Submit {
         kind: request.kind,
         payload: request.payload,
-        owner: ANONYMOUS.to_string(),
+        owner: owner.to_string(),
         run_at: request.run_at,
         priority: request.priority,
         idempotency_key: request.idempotency_key,
@@ -116,10 +117,12 @@ fn into_submit(request: SubmitRequest) -> Submit {
     (status = 422, description = "Unknown kind or a payload that does not fit it")))]
 pub async fn submit(
     State(state): State<AppState>,
+    caller: Caller,
     AppJson(request): AppJson<SubmitRequest>,
 ) -> Result<(StatusCode, Json<Submitted>), ApiError> {
+    caller.require("jobs:rw")?;
     check_request(&request)?;
-    let (job, created) = state.engine.submit(into_submit(request)).await?;
+    let (job, created) = state.engine.submit(into_submit(request, &caller.user.id)).await?;
     let status = if created { StatusCode::ACCEPTED } else { StatusCode::OK };
     Ok((status, Json(Submitted::new(&job, created))))
 }
@@ -141,8 +144,10 @@ pub struct BatchSubmitted {
     (status = 422, description = "A job is invalid; nothing was queued")))]
 pub async fn submit_batch(
     State(state): State<AppState>,
+    caller: Caller,
     AppJson(request): AppJson<BatchRequest>,
 ) -> Result<(StatusCode, Json<BatchSubmitted>), ApiError> {
+    caller.require("jobs:rw")?;
     if request.jobs.is_empty() || request.jobs.len() > MAX_BATCH {
         return Err(ApiError::new(
             ErrorCode::Unprocessable,
@@ -150,7 +155,7 @@ pub async fn submit_batch(
         ));
     }
     request.jobs.iter().try_for_each(check_request)?;
-    let submits = request.jobs.into_iter().map(into_submit).collect();
+    let submits = request.jobs.into_iter().map(|job| into_submit(job, &caller.user.id)).collect();
     let created = state.engine.submit_many(submits).await.map_err(|(index, e)| match ApiError::from(e) {
         e if e.code == ErrorCode::Unprocessable => {
             ApiError::new(e.code, format!("jobs[{index}].{}", e.message))
@@ -191,8 +196,10 @@ fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
     (status = 200, description = "One page", body = JobPage)))]
 pub async fn list(
     State(state): State<AppState>,
+    caller: Caller,
     AppQuery(query): AppQuery<ListQuery>,
 ) -> Result<Json<JobPage>, ApiError> {
+    caller.require("jobs:read")?;
     let status = match query.status.as_deref() {
         None => None,
         Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
@@ -200,28 +207,42 @@ pub async fn list(
         })?),
     };
     let limit = page_limit(query.limit)?;
-    let filter = JobFilter { owner: None, status, kind: query.kind, before_id: query.cursor, limit };
+    let owner = caller.listing_owner().map(str::to_string);
+    let filter = JobFilter { owner, status, kind: query.kind, before_id: query.cursor, limit };
     let jobs = state.engine.jobs.list(&filter).await?;
     let next_cursor = (jobs.len() == limit as usize).then(|| jobs.last().map(|j| j.id.clone())).flatten();
     Ok(Json(JobPage { jobs, next_cursor }))
 }
 
-pub(crate) async fn find_job(state: &AppState, id: &str) -> Result<Job, ApiError> {
-    state.engine.jobs.get(id).await?.ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+/// The job `id` when the caller may see it; 404 alike for a missing job and another tenant's.
+pub(crate) async fn find_job(state: &AppState, caller: &Caller, id: &str) -> Result<Job, ApiError> {
+    let job = state.engine.jobs.get(id).await?.filter(|job| caller.owns(&job.owner));
+    job.ok_or_else(|| ApiError::not_found(format!("no job {id}")))
 }
 
 /// One job
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", responses(
     (status = 200, description = "The job", body = Object), (status = 404, description = "No such job")))]
-pub async fn get_job(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Job>, ApiError> {
-    Ok(Json(find_job(&state, &id).await?))
+pub async fn get_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    caller.require("jobs:read")?;
+    Ok(Json(find_job(&state, &caller, &id).await?))
 }
 
 /// Cancel a job: at once when queued, cooperatively when running
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", responses(
     (status = 200, description = "The job after the request", body = Object),
     (status = 404, description = "No such job")))]
-pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Job>, ApiError> {
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    caller.require("jobs:rw")?;
+    find_job(&state, &caller, &id).await?;
     let job = state.engine.cancel(&id).await?.ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
     Ok(Json(job))
 }
@@ -233,12 +254,15 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Re
     (status = 409, description = "The job is queued, running or succeeded")))]
 pub async fn retry(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
+    caller.require("jobs:rw")?;
+    find_job(&state, &caller, &id).await?;
     match state.engine.retry(&id).await? {
         Some(job) => Ok((StatusCode::ACCEPTED, Json(job))),
         None => {
-            let job = find_job(&state, &id).await?;
+            let job = find_job(&state, &caller, &id).await?;
             Err(ApiError::new(
                 ErrorCode::Conflict,
                 format!("a {} job cannot be retried", job.status.as_str()),
@@ -269,10 +293,12 @@ pub struct LogPage {
     (status = 200, description = "One page", body = LogPage), (status = 404, description = "No such job")))]
 pub async fn logs(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     AppQuery(query): AppQuery<LogsQuery>,
 ) -> Result<Json<LogPage>, ApiError> {
-    find_job(&state, &id).await?;
+    caller.require("jobs:read")?;
+    find_job(&state, &caller, &id).await?;
     let limit = page_limit(query.limit)?;
     let lines = state.engine.jobs.logs(&id, query.after.unwrap_or(0), limit).await?;
     let next_after = (lines.len() == limit as usize).then(|| lines.last().map(|l| l.seq)).flatten();
@@ -285,9 +311,11 @@ pub struct WorkerList {
     workers: Vec<WorkerRecord>,
 }
 
-/// Worker processes and what they run
-#[utoipa::path(get, path = "/api/v1/workers", tag = "jobs", responses((status = 200, body = WorkerList)))]
-pub async fn workers(State(state): State<AppState>) -> Result<Json<WorkerList>, ApiError> {
+/// Worker processes and what they run (administrators)
+#[utoipa::path(get, path = "/api/v1/workers", tag = "jobs", responses(
+    (status = 200, body = WorkerList), (status = 403, description = "Not an administrator")))]
+pub async fn workers(State(state): State<AppState>, caller: Caller) -> Result<Json<WorkerList>, ApiError> {
+    caller.require_admin()?;
     Ok(Json(WorkerList { workers: state.workers.list().await? }))
 }
 
@@ -298,8 +326,11 @@ pub struct QueueList {
 }
 
 /// Per job kind: queued, running, failed, dead, and succeeded in the last minute and hour
-#[utoipa::path(get, path = "/api/v1/queues", tag = "jobs", responses((status = 200, body = QueueList)))]
-pub async fn queues(State(state): State<AppState>) -> Result<Json<QueueList>, ApiError> {
+/// (administrators)
+#[utoipa::path(get, path = "/api/v1/queues", tag = "jobs", responses(
+    (status = 200, body = QueueList), (status = 403, description = "Not an administrator")))]
+pub async fn queues(State(state): State<AppState>, caller: Caller) -> Result<Json<QueueList>, ApiError> {
+    caller.require_admin()?;
     let mut stats = state.engine.jobs.kind_stats(Utc::now()).await?;
     for kind in state.engine.kinds.names() {
         if !stats.iter().any(|s| s.kind == kind) {

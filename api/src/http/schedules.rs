@@ -1,4 +1,5 @@
-//! The schedules API: recurring jobs from cron expressions in a time zone.
+//! The schedules API: recurring jobs from cron expressions in a time zone. Like jobs, a
+//! schedule belongs to its creator (scopes `jobs:read`, `jobs:rw`); administrators see all.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -9,7 +10,8 @@ use serde_json::Value;
 use storage::sql::Schedule;
 use utoipa::ToSchema;
 
-use super::jobs::{ANONYMOUS, empty_object};
+use super::jobs::empty_object;
+use crate::auth::Caller;
 use crate::error::{ApiError, AppJson};
 use crate::state::AppState;
 
@@ -25,10 +27,11 @@ pub struct ScheduleList {
     schedules: Vec<Schedule>,
 }
 
-/// Every schedule
+/// The caller's schedules (every tenant's for an administrator)
 #[utoipa::path(get, path = "/api/v1/schedules", tag = "schedules", responses((status = 200, body = ScheduleList)))]
-pub async fn list(State(state): State<AppState>) -> Result<Json<ScheduleList>, ApiError> {
-    Ok(Json(ScheduleList { schedules: state.engine.schedules.list(None).await? }))
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<ScheduleList>, ApiError> {
+    caller.require("jobs:read")?;
+    Ok(Json(ScheduleList { schedules: state.engine.schedules.list(caller.listing_owner()).await? }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -51,18 +54,29 @@ pub struct CreateSchedule {
     (status = 422, description = "Unknown kind, bad payload, cron or time zone")))]
 pub async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     AppJson(request): AppJson<CreateSchedule>,
 ) -> Result<(StatusCode, Json<Schedule>), ApiError> {
+    caller.require("jobs:rw")?;
     let timezone = request.timezone.as_deref().unwrap_or("UTC");
     let schedule = state
         .engine
-        .create_schedule(ANONYMOUS, &request.kind, request.payload, &request.cron, timezone, request.paused)
+        .create_schedule(
+            &caller.user.id,
+            &request.kind,
+            request.payload,
+            &request.cron,
+            timezone,
+            request.paused,
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(schedule)))
 }
 
-async fn find(state: &AppState, id: &str) -> Result<Schedule, ApiError> {
-    state.engine.schedules.get(id).await?.ok_or_else(|| ApiError::not_found(format!("no schedule {id}")))
+/// The schedule `id` when the caller may see it; 404 alike for missing and another tenant's.
+async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<Schedule, ApiError> {
+    let schedule = state.engine.schedules.get(id).await?.filter(|s| caller.owns(&s.owner));
+    schedule.ok_or_else(|| ApiError::not_found(format!("no schedule {id}")))
 }
 
 /// One schedule
@@ -70,9 +84,11 @@ async fn find(state: &AppState, id: &str) -> Result<Schedule, ApiError> {
     (status = 200, body = Object), (status = 404, description = "No such schedule")))]
 pub async fn get_one(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Schedule>, ApiError> {
-    Ok(Json(find(&state, &id).await?))
+    caller.require("jobs:read")?;
+    Ok(Json(find(&state, &caller, &id).await?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -91,10 +107,12 @@ pub struct UpdateSchedule {
     (status = 422, description = "Unknown kind, bad payload, cron or time zone")))]
 pub async fn update(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     AppJson(request): AppJson<UpdateSchedule>,
 ) -> Result<Json<Schedule>, ApiError> {
-    let mut schedule = find(&state, &id).await?;
+    caller.require("jobs:rw")?;
+    let mut schedule = find(&state, &caller, &id).await?;
     schedule.kind = request.kind.unwrap_or(schedule.kind);
     schedule.payload = request.payload.unwrap_or(schedule.payload);
     schedule.cron = request.cron.unwrap_or(schedule.cron);
@@ -107,7 +125,13 @@ pub async fn update(
 /// Delete a schedule
 #[utoipa::path(delete, path = "/api/v1/schedules/{id}", tag = "schedules", responses(
     (status = 204, description = "Deleted"), (status = 404, description = "No such schedule")))]
-pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require("jobs:rw")?;
+    find(&state, &caller, &id).await?;
     if state.engine.schedules.delete(&id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

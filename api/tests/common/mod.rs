@@ -38,9 +38,15 @@ pub async fn stack_env(stack: Stack) -> Option<Vec<(String, String)>> {
     }
 }
 
+/// The static `API_KEY` test apps run with unless a test sets its own: an administrator.
+pub const ADMIN_KEY: &str = "engram-test-admin-key";
+
 pub struct TestApp {
     pub url: String,
+    /// Sends no credentials.
     pub client: reqwest::Client,
+    /// Sends the app's static `API_KEY` (an administrator); the request helpers use it.
+    pub admin: reqwest::Client,
     pub data_dir: PathBuf,
     pub env: Vec<(String, String)>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -53,7 +59,7 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.at(path)).send().await.expect("the server answers")
+        self.admin.get(self.at(path)).send().await.expect("the server answers")
     }
 
     /// A connection of the test's own to the app's database.
@@ -70,7 +76,7 @@ impl TestApp {
     }
 
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
-        let response = self.client.post(self.at(path)).json(body).send().await.expect("the server answers");
+        let response = self.admin.post(self.at(path)).json(body).send().await.expect("the server answers");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(serde_json::Value::Null))
     }
@@ -127,7 +133,14 @@ pub async fn spawn_app(stack: Stack, extra: &[(&str, &str)]) -> Option<TestApp> 
 /// variables (data dir included) that point another process at the same backends.
 pub async fn spawn_app_with(stack: Stack, extra: &[(&str, &str)], worker: bool) -> Option<TestApp> {
     let mut env = stack_env(stack).await?;
+    // Tests log in and register many times from one address; a test of the limits sets its own.
+    for (key, value) in
+        [("API_KEY", ADMIN_KEY), ("LOGIN_RATE_LIMIT", "10000"), ("REGISTER_RATE_LIMIT", "10000")]
+    {
+        env.push((key.to_string(), value.to_string()));
+    }
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let admin = admin_client(&env.iter().rev().find(|(k, _)| k == "API_KEY").expect("set above").1);
     let data_dir = tempfile::tempdir().unwrap().keep();
     let config = testing::config_in(&data_dir, &env);
     env.push(("ENGRAM_DATA_DIR".to_string(), data_dir.display().to_string()));
@@ -147,7 +160,16 @@ pub async fn spawn_app_with(stack: Stack, extra: &[(&str, &str)], worker: bool) 
     let server = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
     }));
-    Some(TestApp { url, client: reqwest::Client::new(), data_dir, env, shutdown: Some(tx), server })
+    Some(TestApp { url, client: reqwest::Client::new(), admin, data_dir, env, shutdown: Some(tx), server })
+}
+
+/// A client that sends `Authorization: Bearer <key>` with every request.
+pub fn admin_client(key: &str) -> reqwest::Client {
+    api::install_tls_provider();
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).expect("a header value");
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder().default_headers(headers).build().expect("a client")
 }
 
 /// A port nobody listens on right now.

@@ -10,7 +10,11 @@ use std::time::Duration;
 
 use url::Url;
 
-/// Every key Engram reads, with what it is for. `engram.toml` may hold only these keys.
+mod auth;
+pub use auth::{AuthConfig, RATE_WINDOW};
+
+/// Every key Engram reads, with what it is for (account settings are in `auth::KEYS`).
+/// `engram.toml` may hold only these keys.
 pub const KNOWN_KEYS: &[(&str, &str)] = &[
     ("ENGRAM_DATA_DIR", "where runtime data lives (SQLite file, blobs, repos, indexes)"),
     ("ENGRAM_BIND", "address the HTTP server listens on"),
@@ -141,7 +145,7 @@ fn parse_toml(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
     })?;
     let mut out = Vec::new();
     for (key, value) in table {
-        if !KNOWN_KEYS.iter().any(|(k, _)| *k == key) {
+        if !KNOWN_KEYS.iter().chain(auth::KEYS).any(|(k, _)| *k == key) {
             return Err(ConfigError::new(
                 "engram.toml",
                 format!("unknown key {key}; use one of the names listed by `engram-api config`"),
@@ -266,6 +270,7 @@ pub struct Config {
     pub sso_enabled: bool,
     pub sso_trusted_proxies: Vec<IpRange>,
     pub sso_shared_secret: Option<Secret>,
+    pub auth: AuthConfig,
     pub github_api_url: ConnectionUrl,
     pub openrouter_api_key: Option<Secret>,
     pub openai_api_key: Option<Secret>,
@@ -361,8 +366,12 @@ impl Config {
             jwt_secret: raw.get("JWT_SECRET").map(Secret::new),
             api_key: raw.get("API_KEY").map(Secret::new),
             sso_enabled: parse_bool(raw, "SSO_ENABLED", false)?,
-            sso_trusted_proxies: parse_ip_ranges(raw.get("SSO_TRUSTED_PROXIES").unwrap_or(""))?,
+            sso_trusted_proxies: parse_ip_ranges(
+                "SSO_TRUSTED_PROXIES",
+                raw.get("SSO_TRUSTED_PROXIES").unwrap_or(""),
+            )?,
             sso_shared_secret: raw.get("SSO_SHARED_SECRET").filter(|s| !s.is_empty()).map(Secret::new),
+            auth: AuthConfig::from_raw(raw)?,
             github_api_url: parse_url(
                 raw.get("GITHUB_API_URL").unwrap_or(DEFAULT_GITHUB_API_URL),
                 "GITHUB_API_URL",
@@ -420,7 +429,7 @@ impl Config {
             Some(_) => "****".to_string(),
             None => format!("(unset: generated into {})", self.data_dir.join(JWT_SECRET_FILE).display()),
         };
-        let values: Vec<(&str, Option<String>)> = vec![
+        let mut values: Vec<(&str, Option<String>)> = vec![
             ("ENGRAM_DATA_DIR", Some(self.data_dir.display().to_string())),
             ("ENGRAM_BIND", Some(self.bind.to_string())),
             ("DATABASE_URL", Some(database)),
@@ -470,6 +479,7 @@ impl Config {
                 }),
             ),
         ];
+        values.extend(self.auth.describe());
         values
             .into_iter()
             .map(|(key, value)| {
@@ -562,26 +572,34 @@ impl fmt::Display for IpRange {
     }
 }
 
-fn parse_ip_ranges(value: &str) -> Result<Vec<IpRange>, ConfigError> {
-    let key = "SSO_TRUSTED_PROXIES";
+impl std::str::FromStr for IpRange {
+    type Err = String;
+
+    fn from_str(item: &str) -> Result<Self, String> {
+        let (address, prefix) = item.split_once('/').map_or((item, None), |(a, p)| (a, Some(p)));
+        let network: std::net::IpAddr = address
+            .parse()
+            .map_err(|_| format!("{item:?} is not an IP address or CIDR range like 10.0.0.0/8"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{item:?} has a prefix length outside 0–{max}"))?,
+        };
+        Ok(IpRange { network, prefix })
+    }
+}
+
+/// A comma-separated list of `IpRange`s read from `key`.
+fn parse_ip_ranges(key: &str, value: &str) -> Result<Vec<IpRange>, ConfigError> {
     value
         .split(',')
         .map(str::trim)
         .filter(|item| !item.is_empty())
-        .map(|item| {
-            let (address, prefix) = item.split_once('/').map_or((item, None), |(a, p)| (a, Some(p)));
-            let network: std::net::IpAddr = address.parse().map_err(|_| {
-                ConfigError::new(key, format!("{item:?} is not an IP address or CIDR range like 10.0.0.0/8"))
-            })?;
-            let max = if network.is_ipv4() { 32 } else { 128 };
-            let prefix = match prefix {
-                None => max,
-                Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| {
-                    ConfigError::new(key, format!("{item:?} has a prefix length outside 0–{max}"))
-                })?,
-            };
-            Ok(IpRange { network, prefix })
-        })
+        .map(|item| item.parse().map_err(|why| ConfigError::new(key, why)))
         .collect()
 }
 

@@ -104,3 +104,31 @@ fn describe_masks_every_secret() {
     assert!(text.contains("postgres://engram:****@db:5432/engram"));
     assert!(!format!("{config:?}").contains("hunter2"));
 }
+
+#[test]
+fn account_settings_have_defaults_and_bounds() {
+    let defaults = config(&[]).unwrap().auth;
+    assert_eq!(defaults.access_token_lifetime, Duration::from_secs(3600));
+    assert_eq!(defaults.refresh_token_lifetime, Duration::from_secs(30 * 86_400));
+    assert_eq!((defaults.login_rate_limit, defaults.register_rate_limit), (10, 5));
+    assert_eq!((defaults.login_max_failures, defaults.login_lockout), (5, Duration::from_secs(900)));
+    let set = config(&[
+        ("ACCESS_TOKEN_TTL_SECS", "600"),
+        ("REFRESH_TOKEN_TTL_DAYS", "7"),
+        ("LOGIN_MAX_FAILURES", "3"),
+        ("TRUSTED_PROXIES", "10.0.0.0/8"),
+    ])
+    .unwrap()
+    .auth;
+    assert_eq!(set.access_token_lifetime, Duration::from_secs(600));
+    assert_eq!(set.refresh_token_lifetime, Duration::from_secs(7 * 86_400));
+    assert_eq!(set.login_max_failures, 3);
+    assert_eq!(set.trusted_proxies.len(), 1);
+    for (key, value) in
+        [("ACCESS_TOKEN_TTL_SECS", "5"), ("REFRESH_TOKEN_TTL_DAYS", "0"), ("LOGIN_RATE_LIMIT", "x")]
+    {
+        assert_eq!(config(&[(key, value)]).unwrap_err().key, key);
+    }
+    let toml = parse_toml("LOGIN_LOCKOUT_SECS = 60").unwrap();
+    assert_eq!(toml, vec![("LOGIN_LOCKOUT_SECS".to_string(), "60".to_string())]);
+}

@@ -1,0 +1,74 @@
+//! Account settings: token lifetimes, login and registration rate limits, lockout after
+//! repeated failures, and the proxies whose `X-Forwarded-For` names the client.
+
+use std::time::Duration;
+
+use super::{ConfigError, IpRange, RawConfig, parse_ip_ranges, parse_number};
+
+/// Keys this part reads, with what each is for.
+pub(super) const KEYS: &[(&str, &str)] = &[
+    ("ACCESS_TOKEN_TTL_SECS", "lifetime of access tokens (JWT), in seconds"),
+    ("REFRESH_TOKEN_TTL_DAYS", "lifetime of refresh tokens, in days"),
+    ("LOGIN_RATE_LIMIT", "login attempts one client address may make per 15 minutes"),
+    ("REGISTER_RATE_LIMIT", "registrations one client address may make per 15 minutes"),
+    ("LOGIN_MAX_FAILURES", "failed logins in a row that lock an account"),
+    ("LOGIN_LOCKOUT_SECS", "how long a locked account refuses logins, in seconds"),
+    ("TRUSTED_PROXIES", "addresses or CIDR ranges of reverse proxies whose X-Forwarded-For is believed"),
+];
+
+/// The window the per-address limits count in.
+pub const RATE_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    pub access_token_lifetime: Duration,
+    pub refresh_token_lifetime: Duration,
+    /// Per client address per `RATE_WINDOW`.
+    pub login_rate_limit: u64,
+    /// Per client address per `RATE_WINDOW`.
+    pub register_rate_limit: u64,
+    pub login_max_failures: u64,
+    pub login_lockout: Duration,
+    pub trusted_proxies: Vec<IpRange>,
+}
+
+impl AuthConfig {
+    pub(super) fn from_raw(raw: &RawConfig) -> Result<Self, ConfigError> {
+        Ok(Self {
+            access_token_lifetime: Duration::from_secs(parse_number(
+                raw,
+                "ACCESS_TOKEN_TTL_SECS",
+                3600,
+                60,
+                7 * 24 * 3600,
+            )?),
+            refresh_token_lifetime: Duration::from_secs(
+                parse_number(raw, "REFRESH_TOKEN_TTL_DAYS", 30, 1, 365)? * 24 * 3600,
+            ),
+            login_rate_limit: parse_number(raw, "LOGIN_RATE_LIMIT", 10, 1, 1_000_000)?,
+            register_rate_limit: parse_number(raw, "REGISTER_RATE_LIMIT", 5, 1, 1_000_000)?,
+            login_max_failures: parse_number(raw, "LOGIN_MAX_FAILURES", 5, 1, 1000)?,
+            login_lockout: Duration::from_secs(parse_number(
+                raw,
+                "LOGIN_LOCKOUT_SECS",
+                900,
+                1,
+                7 * 24 * 3600,
+            )?),
+            trusted_proxies: parse_ip_ranges("TRUSTED_PROXIES", raw.get("TRUSTED_PROXIES").unwrap_or(""))?,
+        })
+    }
+
+    pub(super) fn describe(&self) -> Vec<(&'static str, Option<String>)> {
+        let proxies = self.trusted_proxies.iter().map(IpRange::to_string).collect::<Vec<_>>().join(",");
+        vec![
+            ("ACCESS_TOKEN_TTL_SECS", Some(self.access_token_lifetime.as_secs().to_string())),
+            ("REFRESH_TOKEN_TTL_DAYS", Some((self.refresh_token_lifetime.as_secs() / 86_400).to_string())),
+            ("LOGIN_RATE_LIMIT", Some(self.login_rate_limit.to_string())),
+            ("REGISTER_RATE_LIMIT", Some(self.register_rate_limit.to_string())),
+            ("LOGIN_MAX_FAILURES", Some(self.login_max_failures.to_string())),
+            ("LOGIN_LOCKOUT_SECS", Some(self.login_lockout.as_secs().to_string())),
+            ("TRUSTED_PROXIES", Some(proxies)),
+        ]
+    }
+}
