@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Job engine benchmark (not a test): end-to-end no-op jobs/s on SQLite, PostgreSQL and
-# PostgreSQL + Redis with 1 and 2 engram-worker processes, and SSE log latency across
-# processes. Figures go to the README's benchmark section.
+# PostgreSQL + Redis with 1 and 2 engram-worker processes, pick-up latency of single jobs by
+# an idle worker process, and SSE log latency across processes. Figures go to the README's
+# benchmark section.
 #   scripts/bench-jobs.sh [jobs per run, default 20000] [sqlite|postgres|postgres+redis: that stack only]
+#   scripts/bench-jobs.sh latency      (pick-up latency on every stack only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh up

@@ -59,7 +59,19 @@ async fn fresh_stack(base: &Stack) -> (Vec<(String, String)>, tempfile::TempDir)
         env.push(("DATABASE_URL".into(), url));
     }
     env.push(("ENGRAM_REDIS_PREFIX".into(), format!("bench-{}", ulid::Ulid::generate())));
+    env.push(("API_KEY".into(), ADMIN_KEY.into()));
     (env, dir)
+}
+
+/// The static admin key the benchmark's deployments run with.
+const ADMIN_KEY: &str = "engram-bench-admin-key";
+
+/// A client that authenticates every request with `ADMIN_KEY`.
+fn admin_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {ADMIN_KEY}")).unwrap();
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder().default_headers(headers).build().unwrap()
 }
 
 /// A fresh deployment of `base` with `engram-api --no-worker` up: (its env, url, the API
@@ -77,7 +89,7 @@ async fn start_api(base: &Stack) -> (Vec<(String, String)>, String, Child, tempf
 /// Jobs per second from the first enqueue to the last success.
 async fn throughput(base: &Stack, jobs: usize, workers: usize) -> f64 {
     let (env, url, _api, _dir) = start_api(base).await;
-    let client = reqwest::Client::new();
+    let client = admin_client();
     let _workers: Vec<Child> =
         (0..workers).map(|_| spawn("engram-worker", &["--concurrency", "64"], &env)).collect();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -110,10 +122,50 @@ async fn throughput(base: &Stack, jobs: usize, workers: usize) -> f64 {
     rate
 }
 
+/// Pick-up latency of single jobs: from `created_at` (the API's insert) to `started_at` (a
+/// separate, idle `engram-worker` process claiming it), over `pushes` jobs pushed one by one.
+async fn pickup_latency(base: &Stack, pushes: usize) {
+    let (env, url, _api, _dir) = start_api(base).await;
+    let client = admin_client();
+    let _worker = spawn("engram-worker", &[], &env);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut latencies = Vec::with_capacity(pushes);
+    for _ in 0..pushes {
+        let reply: Value = client
+            .post(format!("{url}/api/v1/jobs"))
+            .json(&json!({"kind": "noop"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let job_url = format!("{url}/api/v1/jobs/{}", reply["job_id"].as_str().unwrap());
+        let job = loop {
+            let job: Value = client.get(&job_url).send().await.unwrap().json().await.unwrap();
+            if job["status"] == "succeeded" {
+                break job;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let at = |field: &str| job[field].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+        latencies.push((at("started_at") - at("created_at")).num_milliseconds() as f64);
+        // Spread the pushes over the poll interval instead of landing in step with it.
+        tokio::time::sleep(Duration::from_millis(137)).await;
+    }
+    print_percentiles(&format!("{:<16} pick-up latency over {pushes} jobs", base.name), &mut latencies);
+}
+
+fn print_percentiles(label: &str, samples: &mut [f64]) {
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize];
+    println!("{label}: p50 {:.1} ms  p95 {:.1} ms  max {:.1} ms", at(0.5), at(0.95), at(1.0));
+}
+
 /// Log line latency from a worker process to an SSE client of the API.
 async fn log_latency(base: &Stack, lines: usize) {
     let (env, url, _api, _dir) = start_api(base).await;
-    let client = reqwest::Client::new();
+    let client = admin_client();
     let _worker = spawn("engram-worker", &[], &env);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let run_at = chrono::Utc::now() + chrono::Duration::seconds(2);
@@ -131,16 +183,8 @@ async fn log_latency(base: &Stack, lines: usize) {
         while let Some(end) = buffer.find("\n\n") {
             let frame: String = buffer.drain(..end + 2).collect();
             if frame.contains("event: end") {
-                latencies.sort_by(f64::total_cmp);
-                let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q) as usize];
-                println!(
-                    "{:<16} SSE log latency over {} lines: p50 {:.1} ms  p95 {:.1} ms  max {:.1} ms",
-                    base.name,
-                    latencies.len(),
-                    at(0.5),
-                    at(0.95),
-                    at(1.0)
-                );
+                let label = format!("{:<16} SSE log latency over {} lines", base.name, latencies.len());
+                print_percentiles(&label, &mut latencies);
                 return;
             }
             if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: "))
@@ -170,6 +214,12 @@ async fn main() {
             env: vec![("DATABASE_URL".into(), postgres), ("REDIS_URL".into(), redis)],
         },
     ];
+    if std::env::args().nth(1).as_deref() == Some("latency") {
+        for stack in &stacks {
+            pickup_latency(stack, 50).await;
+        }
+        return;
+    }
     let jobs: usize = std::env::args().nth(1).map(|n| n.parse().unwrap()).unwrap_or(20_000);
     // An optional second argument runs the throughput of that stack only (sqlite, postgres,
     // postgres+redis).
@@ -187,6 +237,9 @@ async fn main() {
     }
     println!("-- the SQLite ack slowdown regression (apalis as shipped: ~340 jobs/s at 10,000)");
     throughput(&stacks[0], 10_000, 1).await;
+    for stack in &stacks {
+        pickup_latency(stack, 50).await;
+    }
     for stack in &stacks[1..] {
         log_latency(stack, 200).await;
     }
