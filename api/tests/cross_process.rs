@@ -26,10 +26,7 @@ macro_rules! on_every_stack {
     };
 }
 
-on_every_stack!(
-    an_idle_worker_process_picks_up_each_job_the_api_pushes,
-    a_killed_worker_loses_nothing
-);
+on_every_stack!(an_idle_worker_process_picks_up_each_job_the_api_pushes, a_killed_worker_loses_nothing);
 
 /// These tests start several processes each and measure latency: they run one at a time so
 /// they neither starve each other of the machine's two cores nor measure each other's load.
