@@ -6,6 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v cargo >/dev/null || { echo "cargo is not installed: install Rust (rustup) first" >&2; exit 1; }
+if [[ -z "${ENGRAM_MODEL_DIR:-}" ]]; then
+  ENGRAM_MODEL_DIR="$(scripts/install-model.sh)"
+  export ENGRAM_MODEL_DIR
+fi
 cargo build --release --locked -p api --bin engram-api
 target_dir="${CARGO_TARGET_DIR:-target}"
 bind="${ENGRAM_BIND:-127.0.0.1:8000}"

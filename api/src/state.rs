@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use jobs::engine::JobEngine;
+use jobs::gitmem::GitMemory;
 use jobs::{JobSystem, QueueBackend};
 use storage::sql::WorkerStore;
 use storage::{Backends, Config};
@@ -26,6 +27,8 @@ pub struct AppState {
     pub auth: Auth,
     pub throttle: Throttle,
     pub github: GitHub,
+    /// Git memory (DiffMem): repos, indexes and their writer leases.
+    pub memory: Arc<GitMemory>,
     draining: Arc<AtomicBool>,
 }
 
@@ -53,6 +56,7 @@ impl AppState {
             backends,
             queue,
             engine: jobs.engine.clone(),
+            memory: jobs.services.git_memory.clone(),
             workers: jobs.workers.clone(),
             jobs,
             metrics: Arc::new(HttpMetrics::new()),

@@ -33,10 +33,12 @@ enum Resource {
     Job,
     Schedule,
     ApiKey,
+    /// `{user_id}` in the path and `{user}` in the body stand for tenant A's user id.
+    User,
 }
 
 use Access::{Admin, Owner, Public};
-use Resource::{ApiKey, Job, Schedule};
+use Resource::{ApiKey, Job, Schedule, User};
 
 /// Every route: method, path as documented, who may call it, and a body to send.
 const ROUTES: &[(&str, &str, Access, &str)] = &[
@@ -67,6 +69,68 @@ const ROUTES: &[(&str, &str, Access, &str)] = &[
     ("GET", "/api/v1/schedules/{id}", Owner(Schedule), ""),
     ("PATCH", "/api/v1/schedules/{id}", Owner(Schedule), r#"{"paused": true}"#),
     ("DELETE", "/api/v1/schedules/{id}", Owner(Schedule), ""),
+    ("POST", "/repos/setup", Owner(User), r#"{"user_id": "{user}"}"#),
+    ("GET", "/repos/status/{user_id}", Owner(User), ""),
+    (
+        "POST",
+        "/memory/context",
+        Owner(User),
+        r#"{"user_id": "{user}", "conversation": [{"role": "user", "content": "x"}]}"#,
+    ),
+    ("POST", "/memory/search", Owner(User), r#"{"user_id": "{user}", "query": "marker"}"#),
+    (
+        "POST",
+        "/memory/orchestrated-search",
+        Owner(User),
+        r#"{"user_id": "{user}", "conversation": [{"role": "user", "content": "x"}]}"#,
+    ),
+    (
+        "POST",
+        "/memory/process-session",
+        Owner(User),
+        r#"{"user_id": "{user}", "session_id": "s9", "memory_input": "B was here"}"#,
+    ),
+    ("POST", "/memory/commit-session", Owner(User), r#"{"user_id": "{user}", "session_id": "s1"}"#),
+    (
+        "POST",
+        "/memory/process-and-commit",
+        Owner(User),
+        r#"{"user_id": "{user}", "session_id": "s9", "memory_input": "B was here"}"#,
+    ),
+    ("POST", "/memory/rebuild-index", Owner(User), r#"{"user_id": "{user}"}"#),
+    ("POST", "/memory/{user_id}/onboard", Owner(User), r#"{"user_info": "B was here"}"#),
+    ("GET", "/memory/{user_id}/onboard-status", Owner(User), ""),
+    (
+        "POST",
+        "/memory/{user_id}/context",
+        Owner(User),
+        r#"{"conversation": [{"role": "user", "content": "x"}]}"#,
+    ),
+    ("POST", "/memory/{user_id}/search", Owner(User), r#"{"query": "marker"}"#),
+    (
+        "POST",
+        "/memory/{user_id}/orchestrated-search",
+        Owner(User),
+        r#"{"conversation": [{"role": "user", "content": "x"}]}"#,
+    ),
+    ("GET", "/memory/{user_id}/user-entity", Owner(User), ""),
+    ("GET", "/memory/{user_id}/recent-timeline", Owner(User), ""),
+    (
+        "POST",
+        "/memory/{user_id}/process-session",
+        Owner(User),
+        r#"{"session_id": "s9", "memory_input": "B was here"}"#,
+    ),
+    ("POST", "/memory/{user_id}/commit-session", Owner(User), r#"{"session_id": "s1"}"#),
+    (
+        "POST",
+        "/memory/{user_id}/process-and-commit",
+        Owner(User),
+        r#"{"session_id": "s9", "memory_input": "B was here"}"#,
+    ),
+    ("POST", "/memory/{user_id}/rebuild-index", Owner(User), ""),
+    ("GET", "/memory/{user_id}/status", Owner(User), ""),
+    ("GET", "/memory/{user_id}/validate", Owner(User), ""),
 ];
 
 const JWT_SECRET: &str = "tenancy-test-jwt-secret";
@@ -203,6 +267,12 @@ async fn tenant_a(app: &TestApp) -> TenantA {
         .as_str()
         .unwrap()
         .to_string();
+    let repo = json_call(app, "POST", "/repos/setup", &token, json!({"user_id": user_id})).await;
+    assert_eq!(repo["status"], "active", "{repo}");
+    let session =
+        json!({"user_id": user_id, "session_id": "s1", "memory_input": format!("Met Ada about {MARKER}.")});
+    let processed = json_call(app, "POST", "/memory/process-session", &token, session).await;
+    assert_eq!(processed["status"], "processed", "{processed}");
     let key = json!({"name": MARKER, "scopes": ["jobs:rw"]});
     let created = json_call(app, "POST", "/api/v1/api-keys", &token, key.clone()).await;
     let revoked = json_call(app, "POST", "/api/v1/api-keys", &token, key).await;
@@ -242,11 +312,12 @@ fn forged_token(a: &TenantA) -> String {
 }
 
 fn path_for(path: &str, access: Access, a: &TenantA) -> String {
+    let path = path.replace("{user_id}", &a.user_id);
     let id = match access {
         Owner(Job) => &a.job,
         Owner(Schedule) => &a.schedule,
         Owner(ApiKey) => &a.api_key_id,
-        _ => return path.to_string(),
+        _ => return path,
     };
     path.replace("{id}", id)
 }
@@ -279,6 +350,7 @@ async fn no_route_gives_one_tenant_another_tenants_data(stack: Stack) {
 
     for &(method, template, access, body) in ROUTES {
         let path = path_for(template, access, &a);
+        let body = &body.replace("{user}", &a.user_id);
         if access == Public {
             let (status, text) = call(&app, method, &path, None, "").await;
             assert!(status < 500, "{method} {template}: {status}");
@@ -322,6 +394,11 @@ async fn no_route_gives_one_tenant_another_tenants_data(stack: Stack) {
     assert_eq!(schedule["paused"], false);
     let me = json_call(&app, "GET", "/api/v1/auth/me", &a.api_key, Value::Null).await;
     assert_eq!(me["user"]["id"], a.user_id.as_str(), "A's key still works");
+    let repo = json_call(&app, "GET", &format!("/repos/status/{}", a.user_id), &a.token, Value::Null).await;
+    assert!(
+        repo["head_commit"].is_string() && repo["staged_changes"].as_array().unwrap().len() > 2,
+        "A's session is still staged, not committed by B: {repo}"
+    );
     let keys = json_call(&app, "GET", "/api/v1/api-keys", &a.token, Value::Null).await;
     assert!(keys.to_string().contains(&a.api_key_id), "A's session still works and holds its key: {keys}");
 }

@@ -14,13 +14,21 @@ use tokio_util::sync::CancellationToken;
 use crate::delivery::{Delivery, DeliveryTask, QueueBackend};
 use crate::engine::JobEngine;
 use crate::events::{CANCEL_TOPIC, CancelRequest};
-use crate::kinds::{Noop, Registry, TombstoneGc};
+use crate::kinds::{CommitSession, Noop, ProcessSession, RebuildIndex, Registry, RepoSync, TombstoneGc};
 use crate::logs::LogWriter;
 use crate::runner::{Runner, RunnerParts, RunningJobs};
+use crate::services::Services;
 
 /// Every kind this build runs.
-pub fn all_kinds() -> Registry {
-    Registry::new().with(Noop).with(TombstoneGc)
+pub fn all_kinds(services: &Services) -> Registry {
+    let memory = &services.git_memory;
+    Registry::new()
+        .with(Noop)
+        .with(TombstoneGc)
+        .with(ProcessSession(memory.clone()))
+        .with(CommitSession(memory.clone()))
+        .with(RepoSync(memory.clone()))
+        .with(RebuildIndex(memory.clone()))
 }
 
 /// How a worker runtime behaves.
@@ -58,6 +66,8 @@ impl WorkerOptions {
 #[derive(Clone)]
 pub struct JobSystem {
     pub engine: JobEngine,
+    /// What the handlers of this process work with, shared with the API's routes.
+    pub services: Services,
     backends: Backends,
     pub workers: Arc<dyn WorkerStore>,
     queue: QueueBackend,
@@ -66,15 +76,20 @@ pub struct JobSystem {
 
 impl JobSystem {
     /// Sets up the queue's tables (SQL backends) and the engine over it.
-    pub async fn connect(backends: &Backends, queue: &QueueBackend) -> anyhow::Result<Self> {
+    pub async fn connect(
+        backends: &Backends,
+        queue: &QueueBackend,
+        services: &Services,
+    ) -> anyhow::Result<Self> {
         queue.setup().await?;
         let jobs = backends.database.job_store();
         Ok(Self {
+            services: services.clone(),
             engine: JobEngine {
                 jobs: jobs.clone(),
                 schedules: backends.database.schedule_store(),
                 events: backends.events.clone(),
-                kinds: all_kinds(),
+                kinds: all_kinds(services),
                 delivery: Arc::new(queue.clone()),
             },
             workers: backends.database.worker_store(),

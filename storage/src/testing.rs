@@ -81,6 +81,10 @@ pub fn config_in(data_dir: &std::path::Path, extra: &[(String, String)]) -> Conf
         ("ENGRAM_DATA_DIR".to_string(), data_dir.display().to_string()),
         ("ENGRAM_BIND".to_string(), "127.0.0.1:0".to_string()),
     ];
+    // The embedding model installed by scripts/test.sh, shared by every test's data dir.
+    if let Ok(model_dir) = std::env::var("ENGRAM_MODEL_DIR") {
+        pairs.push(("ENGRAM_MODEL_DIR".to_string(), model_dir));
+    }
     pairs.extend_from_slice(extra);
     Config::from_raw(&RawConfig::layered(pairs, [], [])).expect("a valid test config")
 }

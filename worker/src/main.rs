@@ -38,7 +38,10 @@ async fn main() {
     let queue = jobs::QueueBackend::connect(&config, &backends.database)
         .await
         .unwrap_or_else(|e| exit_with(EXIT_STARTUP, &format!("{e:#}")));
-    let system = jobs::JobSystem::connect(&backends, &queue)
+    let secret = storage::jwt_secret(&config).unwrap_or_else(|e| exit_with(EXIT_STARTUP, &format!("{e:#}")));
+    let services = jobs::Services::new(&config, &backends, secret.expose())
+        .unwrap_or_else(|e| exit_with(EXIT_STARTUP, &format!("{e:#}")));
+    let system = jobs::JobSystem::connect(&backends, &queue, &services)
         .await
         .unwrap_or_else(|e| exit_with(EXIT_STARTUP, &format!("{e:#}")));
     let defaults = &config.worker;

@@ -288,7 +288,7 @@ impl Caller {
     /// A `user_id` named in a path or body: the caller's own, or anyone's for an admin.
     /// Another user's id answers 404, as their resources do, so ids cannot be probed.
     pub fn act_as<'a>(&self, user_id: &'a str) -> Result<&'a str, ApiError> {
-        if self.owns(user_id) { Ok(user_id) } else { Err(ApiError::not_found(format!("no user {user_id}"))) }
+        if self.owns(user_id) { Ok(user_id) } else { Err(ApiError::not_found("no such user")) }
     }
 }
 

@@ -30,13 +30,22 @@ use crate::state::AppState;
         super::schedules::update, super::schedules::delete,
         super::auth::register, super::auth::login, super::auth::logout, super::auth::refresh, super::auth::me,
         super::api_keys::create, super::api_keys::list, super::api_keys::revoke, super::github::exchange,
+        super::memory::setup, super::memory::status, super::memory::context, super::memory::search,
+        super::memory::orchestrated_search, super::memory::process_session, super::memory::commit_session,
+        super::memory::process_and_commit, super::memory::rebuild_index,
+        super::memory_paths::onboard, super::memory_paths::onboard_status, super::memory_paths::context,
+        super::memory_paths::search, super::memory_paths::orchestrated_search, super::memory_paths::user_entity,
+        super::memory_paths::recent_timeline, super::memory_paths::process_session,
+        super::memory_paths::commit_session, super::memory_paths::process_and_commit,
+        super::memory_paths::rebuild_index, super::memory_paths::status, super::memory_paths::validate,
     ),
     components(schemas(crate::error::ErrorCode)),
     tags(
         (name = "platform", description = "Health, readiness, metrics and documentation"),
         (name = "jobs", description = "Background jobs, their logs, workers and queues"),
         (name = "schedules", description = "Recurring jobs from cron expressions"),
-        (name = "auth", description = "Accounts and sessions (AIBrain's shapes)")
+        (name = "auth", description = "Accounts and sessions (AIBrain's shapes)"),
+        (name = "git memory", description = "DiffMem: memory repos, context, search and sessions")
     )
 )]
 pub struct ApiDoc;

@@ -1,6 +1,7 @@
 //! DiffMem's token exchange: `POST /auth/github?github_token=…` checks the token with GitHub,
 //! creates or finds the account of that GitHub login, and answers an Engram access token in
-//! DiffMem's shape (errors carry FastAPI's `detail`).
+//! DiffMem's shape (errors carry FastAPI's `detail`). The GitHub token is kept, sealed, for
+//! cloning and syncing the user's memory repo.
 
 use axum::extract::State;
 use axum::routing::post;
@@ -59,6 +60,8 @@ pub async fn exchange(
         }
     })?;
     let issued = state.auth.github_login(github_user).await?;
+    // Kept sealed for `/repos/setup` and the background syncs of the user's memory repo.
+    state.memory.remember_github_token(&issued.user.id, token).await?;
     Ok(Json(Exchanged {
         access_token: issued.access_token,
         token_type: "bearer",

@@ -10,6 +10,8 @@ pub mod github;
 pub mod health;
 pub mod job_stream;
 pub mod jobs;
+pub mod memory;
+pub mod memory_paths;
 pub mod metrics;
 pub mod schedules;
 #[cfg(test)]
@@ -41,6 +43,8 @@ pub fn router(state: AppState) -> Router {
         .merge(metrics::router())
         .merge(docs::router())
         .merge(jobs::router())
+        .merge(memory::router())
+        .merge(memory_paths::router())
         .merge(schedules::router());
     with_platform_layers(routes, state)
 }

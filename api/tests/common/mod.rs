@@ -2,6 +2,8 @@
 //! as the real `engram-api` binary, on the embedded default or on the scale-out services.
 #![allow(dead_code)]
 
+pub mod git_http;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};

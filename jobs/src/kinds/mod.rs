@@ -1,6 +1,7 @@
 //! Job kinds: what each kind's payload is, how it runs, and its policy (timeout, attempts,
 //! backoff, priority). A new kind is one `Kind` implementation registered in `Registry`.
 
+mod git_memory;
 mod noop;
 mod tombstone_gc;
 
@@ -13,6 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub use git_memory::{CommitSession, ProcessSession, RebuildIndex, RepoSync};
 pub use noop::{EFFECTS_NAMESPACE, Noop, NoopPayload};
 pub use tombstone_gc::{TombstoneGc, TombstoneGcPayload};
 

@@ -12,8 +12,11 @@ use url::Url;
 
 mod auth;
 pub use auth::{AuthConfig, RATE_WINDOW};
+mod llm;
+pub use llm::{LlmConfig, LlmProvider, LlmProviderKind};
 
-/// Every key Engram reads, with what it is for (account settings are in `auth::KEYS`).
+/// Every key Engram reads, with what it is for (account settings are in `auth::KEYS`, LLM
+/// settings in `llm::KEYS`).
 /// `engram.toml` may hold only these keys.
 pub const KNOWN_KEYS: &[(&str, &str)] = &[
     ("ENGRAM_DATA_DIR", "where runtime data lives (SQLite file, blobs, repos, indexes)"),
@@ -36,10 +39,9 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
         "GITHUB_API_URL",
         "GitHub API base URL for /auth/github token checks (GitHub Enterprise: https://host/api/v3)",
     ),
-    ("OPENROUTER_API_KEY", "OpenRouter key for LLM calls; unset = rule-based stand-ins"),
-    ("OPENAI_API_KEY", "OpenAI key for LLM and embedding calls"),
     ("REPO_CACHE_DIR", "working copies of git memory repos"),
     ("MAX_REPO_SIZE_MB", "largest git memory repo accepted"),
+    ("REPO_URL_SCHEMES", "comma-separated URL schemes memory repos may be cloned from (default https)"),
     ("SYNC_INTERVAL_MINUTES", "how often git memory repos sync with their remote"),
     ("ENGRAM_MODEL_DIR", "files of the all-MiniLM-L6-v2 embedding model"),
     ("ENGRAM_CORS_ORIGINS", "comma-separated allowed origins, or *; unset = no CORS"),
@@ -145,7 +147,7 @@ fn parse_toml(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
     })?;
     let mut out = Vec::new();
     for (key, value) in table {
-        if !KNOWN_KEYS.iter().chain(auth::KEYS).any(|(k, _)| *k == key) {
+        if !KNOWN_KEYS.iter().chain(auth::KEYS).chain(llm::KEYS).any(|(k, _)| *k == key) {
             return Err(ConfigError::new(
                 "engram.toml",
                 format!("unknown key {key}; use one of the names listed by `engram-api config`"),
@@ -272,10 +274,11 @@ pub struct Config {
     pub sso_shared_secret: Option<Secret>,
     pub auth: AuthConfig,
     pub github_api_url: ConnectionUrl,
-    pub openrouter_api_key: Option<Secret>,
-    pub openai_api_key: Option<Secret>,
+    pub llm: LlmConfig,
     pub repo_cache_dir: PathBuf,
     pub max_repo_size_mb: u64,
+    /// Schemes a memory repo's `repo_url` may use.
+    pub repo_url_schemes: Vec<String>,
     pub sync_interval_minutes: u64,
     pub model_dir: PathBuf,
     pub cors_origins: CorsOrigins,
@@ -378,10 +381,10 @@ impl Config {
                 &["https", "http"],
                 DEFAULT_GITHUB_API_URL,
             )?,
-            openrouter_api_key: raw.get("OPENROUTER_API_KEY").map(Secret::new),
-            openai_api_key: raw.get("OPENAI_API_KEY").map(Secret::new),
+            llm: LlmConfig::from_raw(raw)?,
             repo_cache_dir,
-            max_repo_size_mb: parse_number(raw, "MAX_REPO_SIZE_MB", 500, 1, 1_000_000)?,
+            max_repo_size_mb: parse_number(raw, "MAX_REPO_SIZE_MB", 100, 1, 1_000_000)?,
+            repo_url_schemes: parse_repo_url_schemes(raw.get("REPO_URL_SCHEMES").unwrap_or("https"))?,
             sync_interval_minutes: parse_number(raw, "SYNC_INTERVAL_MINUTES", 5, 1, 10_080)?,
             model_dir,
             cors_origins: parse_cors(raw.get("ENGRAM_CORS_ORIGINS")),
@@ -450,8 +453,6 @@ impl Config {
             ),
             ("SSO_SHARED_SECRET", masked(&self.sso_shared_secret)),
             ("GITHUB_API_URL", Some(self.github_api_url.masked())),
-            ("OPENROUTER_API_KEY", masked(&self.openrouter_api_key)),
-            ("OPENAI_API_KEY", masked(&self.openai_api_key)),
             ("REPO_CACHE_DIR", Some(self.repo_cache_dir.display().to_string())),
             ("MAX_REPO_SIZE_MB", Some(self.max_repo_size_mb.to_string())),
             ("SYNC_INTERVAL_MINUTES", Some(self.sync_interval_minutes.to_string())),
@@ -480,6 +481,7 @@ impl Config {
             ),
         ];
         values.extend(self.auth.describe());
+        values.extend(self.llm.describe());
         values
             .into_iter()
             .map(|(key, value)| {
@@ -711,3 +713,18 @@ fn parse_cors(value: Option<&str>) -> CorsOrigins {
 
 #[cfg(test)]
 mod tests;
+
+/// `REPO_URL_SCHEMES`: only `https` and `http` can carry a token; `file`, `ssh` and `git`
+/// would reach the server's own files or keys.
+fn parse_repo_url_schemes(value: &str) -> Result<Vec<String>, ConfigError> {
+    let schemes: Vec<String> =
+        value.split(',').map(|s| s.trim().to_ascii_lowercase()).filter(|s| !s.is_empty()).collect();
+    match schemes.iter().find(|s| !matches!(s.as_str(), "https" | "http")) {
+        Some(other) => Err(ConfigError::new(
+            "REPO_URL_SCHEMES",
+            format!("{other:?} is not allowed; use https and/or http"),
+        )),
+        None if schemes.is_empty() => Err(ConfigError::new("REPO_URL_SCHEMES", "names no scheme; use https")),
+        None => Ok(schemes),
+    }
+}

@@ -132,3 +132,83 @@ fn account_settings_have_defaults_and_bounds() {
     let toml = parse_toml("LOGIN_LOCKOUT_SECS = 60").unwrap();
     assert_eq!(toml, vec![("LOGIN_LOCKOUT_SECS".to_string(), "60".to_string())]);
 }
+
+#[test]
+fn llm_provider_precedence_is_base_url_then_openrouter_then_openai() {
+    assert!(config(&[]).unwrap().llm.provider.is_none(), "no keys: rule-based stand-ins");
+    let openai = config(&[("OPENAI_API_KEY", "sk-openai")]).unwrap().llm.provider.unwrap();
+    assert_eq!((openai.kind, openai.model.as_str()), (LlmProviderKind::OpenAi, "gpt-4o-mini"));
+    assert_eq!(openai.base_url.expose(), "https://api.openai.com/v1");
+    assert_eq!(openai.api_key, Some(Secret::new("sk-openai")));
+    let openrouter = config(&[("OPENAI_API_KEY", "sk-openai"), ("OPENROUTER_API_KEY", "sk-or")])
+        .unwrap()
+        .llm
+        .provider
+        .unwrap();
+    assert_eq!(openrouter.kind, LlmProviderKind::OpenRouter);
+    assert_eq!(openrouter.base_url.expose(), "https://openrouter.ai/api/v1");
+    assert_eq!(
+        (openrouter.model.as_str(), openrouter.api_key),
+        ("openai/gpt-4o-mini", Some(Secret::new("sk-or")))
+    );
+    let custom = config(&[
+        ("OPENROUTER_API_KEY", "sk-or"),
+        ("LLM_BASE_URL", "http://127.0.0.1:11434/v1/"),
+        ("LLM_MODEL", "llama3.2"),
+    ])
+    .unwrap()
+    .llm;
+    let provider = custom.provider.unwrap();
+    assert_eq!((provider.kind, provider.model.as_str()), (LlmProviderKind::Custom, "llama3.2"));
+    assert_eq!(provider.api_key, None, "the OpenRouter key is not sent to another server");
+    assert_eq!(custom.openrouter_api_key, Some(Secret::new("sk-or")));
+    let named = config(&[("OPENAI_API_KEY", "sk"), ("LLM_MODEL", "gpt-4.1")]).unwrap().llm.provider.unwrap();
+    assert_eq!(named.model, "gpt-4.1");
+}
+
+#[test]
+fn llm_base_url_needs_a_model_and_a_base() {
+    let err = config(&[("LLM_BASE_URL", "http://127.0.0.1:8080/v1")]).unwrap_err();
+    assert_eq!(err.key, "LLM_MODEL", "{err}");
+    for (key, value) in [
+        ("LLM_BASE_URL", "ftp://llm.internal/v1"),
+        ("LLM_BASE_URL", "localhost:11434"),
+        ("LLM_BASE_URL", "http://127.0.0.1:11434/v1/chat/completions"),
+        ("LLM_TIMEOUT_SECS", "0"),
+        ("LLM_TIMEOUT_SECS", "601"),
+        ("LLM_MAX_RETRIES", "11"),
+    ] {
+        let err = config(&[(key, value), ("LLM_MODEL", "m")]).unwrap_err();
+        assert_eq!(err.key, key, "{value}: {err}");
+    }
+    let err = config(&[("LLM_API_KEY", "k"), ("OPENAI_API_KEY", "sk")]).unwrap_err();
+    assert_eq!(err.key, "LLM_API_KEY");
+    let https =
+        config(&[("LLM_BASE_URL", "https://vllm.internal/v1"), ("LLM_MODEL", "m"), ("LLM_API_KEY", "k")])
+            .unwrap()
+            .llm;
+    assert_eq!(https.provider.unwrap().api_key, Some(Secret::new("k")));
+}
+
+#[test]
+fn llm_limits_have_defaults_and_keys_are_masked() {
+    let defaults = config(&[]).unwrap().llm;
+    assert_eq!((defaults.timeout, defaults.max_retries), (Duration::from_secs(60), 3));
+    let set = config(&[
+        ("LLM_TIMEOUT_SECS", "5"),
+        ("LLM_MAX_RETRIES", "0"),
+        ("LLM_BASE_URL", "http://llm.internal/v1"),
+        ("LLM_MODEL", "m"),
+        ("LLM_API_KEY", "llmkeyvalue"),
+        ("OPENROUTER_API_KEY", "orkeyvalue"),
+    ])
+    .unwrap();
+    assert_eq!((set.llm.timeout, set.llm.max_retries), (Duration::from_secs(5), 0));
+    let text = format!("{:?} {:?}", set.describe(&RawConfig::default()), set);
+    for secret in ["llmkeyvalue", "orkeyvalue"] {
+        assert!(!text.contains(secret), "{secret} leaked: {text}");
+    }
+    assert!(text.contains("http://llm.internal/v1"));
+    let toml = parse_toml("LLM_MODEL = \"m\"\nLLM_MAX_RETRIES = 2\nOPENAI_API_KEY = \"sk\"").unwrap();
+    assert_eq!(toml.len(), 3);
+}

@@ -5,7 +5,7 @@
 //! score. Text outside blocks is not indexed.
 
 /// How much a block's search score is multiplied by.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub enum Strength {
     High,
     Medium,

@@ -74,7 +74,7 @@ fn analyzer() -> TextAnalyzer {
 }
 
 /// A block found by a search, with where it lives.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Hit {
     /// Path of the file in the repo, e.g. `memories/people/mom.md`.
     pub file: String,
@@ -90,7 +90,7 @@ pub struct Hit {
 }
 
 /// What `/repos/status` reports of an index.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct IndexStats {
     pub total_blocks: u64,
     /// Whitespace-separated words per block, on average.
@@ -262,6 +262,11 @@ impl BlockIndex {
             },
             score,
         }
+    }
+
+    /// Makes what other processes committed to this index visible to searches.
+    pub fn reload(&self) -> StoreResult<()> {
+        self.reader.reload().map_err(tantivy_error)
     }
 
     /// How many blocks are indexed and their average length.

@@ -3,3 +3,5 @@
 
 pub mod blocks;
 pub mod index;
+pub mod repo;
+pub mod seal;

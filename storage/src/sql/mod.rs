@@ -21,6 +21,7 @@ mod blob_index;
 mod identity;
 mod jobs;
 mod kv;
+mod memory_repos;
 mod millis;
 mod schedules;
 mod workers;
@@ -41,6 +42,9 @@ pub use jobs::{
     AttemptOutcome, Job, JobFilter, JobStatus, JobStore, KindStats, LogLine, NewJob, PostgresJobs, SqliteJobs,
 };
 pub use kv::{Expect, KeyValueStore, PostgresKv, SqliteKv, Versioned};
+pub use memory_repos::{
+    MemoryRepoRecord, MemoryRepoStore, PostgresMemoryRepos, RepoStatus, SqliteMemoryRepos,
+};
 pub use millis::{from_millis, to_millis};
 pub use schedules::{PostgresSchedules, Schedule, ScheduleStore, SqliteSchedules};
 pub use workers::{PostgresWorkers, SqliteWorkers, WorkerRecord, WorkerStore};
@@ -173,6 +177,13 @@ impl Database {
         match self {
             Database::Sqlite(pool) => Arc::new(SqliteIdentity::new(pool.clone())),
             Database::Postgres(pool) => Arc::new(PostgresIdentity::new(pool.clone())),
+        }
+    }
+
+    pub fn memory_repo_store(&self) -> Arc<dyn MemoryRepoStore> {
+        match self {
+            Database::Sqlite(pool) => Arc::new(SqliteMemoryRepos::new(pool.clone())),
+            Database::Postgres(pool) => Arc::new(PostgresMemoryRepos::new(pool.clone())),
         }
     }
 

@@ -1,0 +1,47 @@
+//! The long-lived services of one process that job handlers and API routes share: built
+//! once at start-up from the configuration and the connected backends.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use storage::{Backends, Config};
+
+use crate::embed::LocalEmbedder;
+use crate::gitmem::GitMemory;
+use crate::llm::LlmClient;
+
+#[derive(Clone)]
+pub struct Services {
+    pub git_memory: Arc<GitMemory>,
+    /// The configured chat model; `None` runs the rule-based stand-ins.
+    pub llm: Option<Arc<LlmClient>>,
+    /// The local embedding model, when its files are installed (`scripts/install-model.sh`).
+    pub embedder: Option<Arc<LocalEmbedder>>,
+}
+
+/// Loads the model when `dir` holds it; without it, features that rank by meaning fall back
+/// to what they can do without (and say so in the log).
+fn load_embedder(dir: &Path) -> Option<Arc<LocalEmbedder>> {
+    if !dir.join("config.json").exists() {
+        tracing::warn!(dir = %dir.display(), "no embedding model installed (scripts/install-model.sh); ranking by meaning is off");
+        return None;
+    }
+    match LocalEmbedder::load(dir) {
+        Ok(embedder) => Some(Arc::new(embedder)),
+        Err(e) => {
+            tracing::error!(dir = %dir.display(), error = %e, "the embedding model could not be loaded; ranking by meaning is off");
+            None
+        }
+    }
+}
+
+impl Services {
+    /// `secret` keys the sealing of stored remote tokens (the deployment's JWT secret).
+    pub fn new(config: &Config, backends: &Backends, secret: &str) -> anyhow::Result<Self> {
+        let llm = LlmClient::from_config(&config.llm)?.map(Arc::new);
+        let embedder = load_embedder(&config.model_dir);
+        let store = backends.database.memory_repo_store();
+        let git_memory = GitMemory::new(config, store, secret, llm.clone(), embedder.clone());
+        Ok(Self { git_memory: Arc::new(git_memory), llm, embedder })
+    }
+}
