@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v cargo >/dev/null || { echo "cargo is not installed: install Rust (rustup) first" >&2; exit 1; }
+scripts/build-deps.sh
 if [[ -z "${ENGRAM_MODEL_DIR:-}" ]]; then
   ENGRAM_MODEL_DIR="$(scripts/install-model.sh)"
   export ENGRAM_MODEL_DIR

@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v cargo >/dev/null || { echo "cargo is not installed: install Rust (rustup) first" >&2; exit 1; }
+scripts/build-deps.sh
 
 scripts/services.sh up
 if [[ "${ENGRAM_KEEP_SERVICES:-0}" != 1 ]]; then

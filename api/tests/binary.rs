@@ -147,7 +147,8 @@ async fn config_command_prints_the_effective_config_with_secrets_masked() {
         "{text}"
     );
     assert!(text.contains("ENGRAM_BIND = 0.0.0.0:9000  # environment"), "{text}");
-    assert!(text.contains("MAX_REPO_SIZE_MB = 500  # default"), "{text}");
+    assert!(text.contains("MAX_REPO_SIZE_MB = 100  # default"), "{text}");
+    assert!(text.contains("REPO_URL_SCHEMES = https  # default"), "{text}");
 }
 
 #[tokio::test]

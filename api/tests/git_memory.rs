@@ -141,6 +141,13 @@ async fn a_session_becomes_one_commit_and_is_found_at_every_depth(stack: Stack) 
     assert_eq!(status, 200, "{orchestrated}");
     assert!(orchestrated["results"].to_string().contains("Sarah"), "{orchestrated}");
 
+    // A cold start (no index on disk) rebuilds it from the repo.
+    std::fs::remove_dir_all(app.data_dir.join("indexes/memory/alex")).unwrap();
+    let (status, cold) = app
+        .post_json("/memory/search", &json!({"user_id": "alex", "query": "coffee with mom", "k": 3}))
+        .await;
+    assert_eq!((status, &cold["results"]), (200, &found["results"]), "{cold}");
+
     // A rebuilt index finds the same.
     let (status, rebuilt) = app.post_json("/memory/rebuild-index", &json!({"user_id": "alex"})).await;
     assert_eq!(status, 200, "{rebuilt}");

@@ -98,7 +98,8 @@ async fn a_conflicting_remote_change_is_reported_and_kept(stack: Stack) {
     let Some(app) = app_for_remote(stack, &[]).await else { return };
     let server = GitHttpServer::start(TOKEN).await;
     server.create_repo("alex-memory", &[("alex.md", USER_FILE), ("index.md", "# Index\n\n")]);
-    assert_eq!(setup(&app, &server, TOKEN).await.0, 200);
+    let (status, repo) = setup(&app, &server, TOKEN).await;
+    assert_eq!(status, 200, "{repo}");
     let remote_index = "# Index\n\n- edited on another device\n";
     let remote_sha = server.push_change("alex-memory", "index.md", remote_index, "Edit index elsewhere");
 

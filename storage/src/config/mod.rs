@@ -455,6 +455,7 @@ impl Config {
             ("GITHUB_API_URL", Some(self.github_api_url.masked())),
             ("REPO_CACHE_DIR", Some(self.repo_cache_dir.display().to_string())),
             ("MAX_REPO_SIZE_MB", Some(self.max_repo_size_mb.to_string())),
+            ("REPO_URL_SCHEMES", Some(self.repo_url_schemes.join(","))),
             ("SYNC_INTERVAL_MINUTES", Some(self.sync_interval_minutes.to_string())),
             ("ENGRAM_MODEL_DIR", Some(self.model_dir.display().to_string())),
             (

@@ -24,6 +24,8 @@ use crate::error::{StoreError, StoreResult};
 
 /// Most hits one search returns.
 pub const MAX_K: usize = 100;
+/// How long taking the writer waits for a busy lock.
+const WRITER_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 const TOKENIZER: &str = "engram_en";
 /// tantivy's smallest writer budget.
 const WRITER_BUDGET: usize = 15_000_000;
@@ -134,8 +136,19 @@ impl BlockIndex {
         Ok(Self { index, reader, fields })
     }
 
+    /// The index's one writer. Its lock file is `flock`ed, and a child process spawned at the
+    /// wrong moment holds a copy of the descriptor until it `exec`s, so a lock found busy is
+    /// tried again for a while before giving up.
     fn writer(&self) -> StoreResult<IndexWriter> {
-        self.index.writer_with_num_threads(1, WRITER_BUDGET).map_err(tantivy_error)
+        let deadline = std::time::Instant::now() + WRITER_LOCK_WAIT;
+        loop {
+            match self.index.writer_with_num_threads(1, WRITER_BUDGET) {
+                Err(tantivy::TantivyError::LockFailure(..)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => return other.map_err(tantivy_error),
+            }
+        }
     }
 
     fn add_file(&self, writer: &IndexWriter, file: &str, blocks: &[Block]) -> StoreResult<()> {
