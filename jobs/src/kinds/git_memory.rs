@@ -85,9 +85,10 @@ impl Kind for ProcessSession {
         });
         // A session processed and committed before (a retry, a repeated onboarding) has
         // nothing left to commit.
-        let committed_before = !processed.newly_processed
+        let committed_before = payload.commit
+            && !processed.newly_processed
             && memory.check_commit_ready(&payload.user_id, &payload.session_id).await.is_err();
-        if payload.commit && committed_before {
+        if committed_before {
             ctx.info(format!("session {} was committed before", payload.session_id));
         } else if payload.commit {
             ctx.progress(70, "committing").await?;
