@@ -8,18 +8,7 @@ mod common;
 use common::{Stack, TestApp, spawn_app};
 use serde_json::{Value, json};
 
-macro_rules! on_every_stack {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $case() { super::$case(super::Stack::Embedded).await })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $case() { super::$case(super::Stack::Postgres).await })*
-        }
-    };
-}
-
-on_every_stack!(
+on_both_databases!(
     a_session_becomes_one_commit_and_is_found_at_every_depth,
     respond_async_answers_202_with_the_job,
     bad_input_is_refused_and_writes_nothing,

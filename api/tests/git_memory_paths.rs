@@ -8,18 +8,7 @@ mod common;
 use common::{Stack, TestApp, spawn_app};
 use serde_json::{Value, json};
 
-macro_rules! on_every_stack {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $case() { super::$case(super::Stack::Embedded).await })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $case() { super::$case(super::Stack::Postgres).await })*
-        }
-    };
-}
-
-on_every_stack!(
+on_both_databases!(
     onboarding_sets_up_the_user_and_the_reads_reflect_it,
     a_session_through_the_path_routes_is_committed_and_found,
     bad_ids_bad_input_and_unknown_users_are_refused_with_nothing_written,

@@ -11,18 +11,7 @@ use common::git_http::GitHttpServer;
 use common::{Stack, TestApp, spawn_app};
 use serde_json::{Value, json};
 
-macro_rules! on_every_stack {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $case() { super::$case(super::Stack::Embedded).await })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $case() { super::$case(super::Stack::Postgres).await })*
-        }
-    };
-}
-
-on_every_stack!(
+on_both_databases!(
     a_committed_session_reaches_the_remote_and_remote_changes_come_back,
     a_conflicting_remote_change_is_reported_and_kept,
     a_wrong_token_or_an_oversize_repo_is_refused_and_leaves_nothing,

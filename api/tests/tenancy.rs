@@ -137,17 +137,6 @@ const JWT_SECRET: &str = "tenancy-test-jwt-secret";
 const MARKER: &str = "tenant-a-private-marker";
 const PASSWORD: &str = "correct horse battery";
 
-macro_rules! on_both_databases {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $case() { super::$case(super::Stack::Embedded).await })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $case() { super::$case(super::Stack::Postgres).await })*
-        }
-    };
-}
-
 on_both_databases!(no_route_gives_one_tenant_another_tenants_data);
 
 #[test]

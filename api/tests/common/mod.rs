@@ -223,3 +223,17 @@ pub async fn wait_until_up(url: &str, deadline: Duration) -> reqwest::Response {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Runs each named `async fn(Stack)` case as a test on SQLite (`sqlite::case`) and on
+/// PostgreSQL (`postgres::case`).
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $case() { super::$case(super::Stack::Embedded).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $case() { super::$case(super::Stack::Postgres).await })*
+        }
+    };
+}
