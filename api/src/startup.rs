@@ -27,6 +27,11 @@ impl Application {
         let queue = jobs::QueueBackend::connect(&config, &backends.database).await?;
         let services = jobs::Services::new(&config, &backends, jwt_secret.expose())?;
         let job_system = jobs::JobSystem::connect(&backends, &queue, &services).await?;
+        if config.system_schedules {
+            jobs::kinds::ensure_blob_schedules(&job_system.engine)
+                .await
+                .context("cannot schedule the blob sync upkeep jobs")?;
+        }
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("cannot listen on {} (ENGRAM_BIND)", config.bind))?;

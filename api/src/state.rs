@@ -29,6 +29,8 @@ pub struct AppState {
     pub github: GitHub,
     /// Git memory (DiffMem): repos, indexes and their writer leases.
     pub memory: Arc<GitMemory>,
+    /// Blob sync (the memory proxy).
+    pub blob_sync: Arc<storage::blob_sync::BlobSync>,
     draining: Arc<AtomicBool>,
 }
 
@@ -57,6 +59,7 @@ impl AppState {
             queue,
             engine: jobs.engine.clone(),
             memory: jobs.services.git_memory.clone(),
+            blob_sync: jobs.services.blob_sync.clone(),
             workers: jobs.workers.clone(),
             jobs,
             metrics: Arc::new(HttpMetrics::new()),

@@ -53,7 +53,8 @@ async fn a_committed_session_reaches_the_remote_and_remote_changes_come_back(sta
     );
     assert_eq!(setup(&app, &server, TOKEN).await.0, 200, "setting up again changes nothing");
     let again = app.get_json("/api/v1/schedules").await;
-    assert_eq!(again["schedules"].as_array().unwrap().len(), 1, "one sync schedule per repo: {again}");
+    let syncs = again["schedules"].as_array().unwrap().iter().filter(|s| s["kind"] == "repo_sync").count();
+    assert_eq!(syncs, 1, "one sync schedule per repo: {again}");
     let config = std::fs::read_to_string(app.data_dir.join("repos/alex/.git/config")).unwrap();
     assert!(
         !config.contains(TOKEN) && !config.contains("127.0.0.1"),

@@ -376,6 +376,9 @@ async fn tombstone_gc_purges_only_old_tombstones(app: TestApp) {
         size: 0,
         last_modified: chrono::Utc::now() - chrono::Duration::days(days_old),
         is_deleted,
+        seq: 0,
+        version: 1,
+        content_type: None,
     };
     for e in [entry("old-tombstone", 40, true), entry("new-tombstone", 2, true), entry("old-live", 40, false)]
     {

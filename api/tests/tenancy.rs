@@ -131,11 +131,32 @@ const ROUTES: &[(&str, &str, Access, &str)] = &[
     ("POST", "/memory/{user_id}/rebuild-index", Owner(User), ""),
     ("GET", "/memory/{user_id}/status", Owner(User), ""),
     ("GET", "/memory/{user_id}/validate", Owner(User), ""),
+    (
+        "POST",
+        "/push",
+        Owner(Resource::None),
+        r#"{"summary": {"agent_id": "b", "timestamp": "2026-02-01T12:00:00Z"}}"#,
+    ),
+    ("GET", "/pull", Owner(Resource::None), ""),
+    ("GET", "/blob/{path}", Owner(Resource::None), ""),
+    ("PUT", "/blob/{path}", Owner(Resource::None), "B was here"),
+    ("DELETE", "/blob/{path}", Owner(Resource::None), ""),
+    ("GET", "/sync", Owner(Resource::None), ""),
+    ("GET", "/sync/events", Owner(Resource::None), ""),
+    (
+        "POST",
+        "/blobs/batch",
+        Owner(Resource::None),
+        r#"{"operations": [{"op": "delete", "path": "{path}"}]}"#,
+    ),
+    ("GET", "/api/v1/federation/agents", Owner(Resource::None), ""),
 ];
 
 const JWT_SECRET: &str = "tenancy-test-jwt-secret";
 const MARKER: &str = "tenant-a-private-marker";
 const PASSWORD: &str = "correct horse battery";
+/// Where tenant A keeps a synced file holding the marker; `{path}` in ROUTES stands for it.
+const BLOB_PATH: &str = "notes/tenant-a.md";
 
 on_both_databases!(no_route_gives_one_tenant_another_tenants_data);
 
@@ -262,6 +283,12 @@ async fn tenant_a(app: &TestApp) -> TenantA {
         json!({"user_id": user_id, "session_id": "s1", "memory_input": format!("Met Ada about {MARKER}.")});
     let processed = json_call(app, "POST", "/memory/process-session", &token, session).await;
     assert_eq!(processed["status"], "processed", "{processed}");
+    let blob = app
+        .client
+        .put(app.at(&format!("/blob/{BLOB_PATH}")))
+        .bearer_auth(&token)
+        .header("Content-MD5", "new");
+    assert_eq!(blob.body(MARKER).send().await.unwrap().status(), 201);
     let key = json!({"name": MARKER, "scopes": ["jobs:rw"]});
     let created = json_call(app, "POST", "/api/v1/api-keys", &token, key.clone()).await;
     let revoked = json_call(app, "POST", "/api/v1/api-keys", &token, key).await;
@@ -301,7 +328,7 @@ fn forged_token(a: &TenantA) -> String {
 }
 
 fn path_for(path: &str, access: Access, a: &TenantA) -> String {
-    let path = path.replace("{user_id}", &a.user_id);
+    let path = path.replace("{user_id}", &a.user_id).replace("{path}", BLOB_PATH);
     let id = match access {
         Owner(Job) => &a.job,
         Owner(Schedule) => &a.schedule,
@@ -339,7 +366,7 @@ async fn no_route_gives_one_tenant_another_tenants_data(stack: Stack) {
 
     for &(method, template, access, body) in ROUTES {
         let path = path_for(template, access, &a);
-        let body = &body.replace("{user}", &a.user_id);
+        let body = &body.replace("{user}", &a.user_id).replace("{path}", BLOB_PATH);
         if access == Public {
             let (status, text) = call(&app, method, &path, None, "").await;
             assert!(status < 500, "{method} {template}: {status}");
@@ -388,6 +415,9 @@ async fn no_route_gives_one_tenant_another_tenants_data(stack: Stack) {
         repo["head_commit"].is_string() && repo["staged_changes"].as_array().unwrap().len() > 2,
         "A's session is still staged, not committed by B: {repo}"
     );
+    let blob =
+        app.client.get(app.at(&format!("/blob/{BLOB_PATH}"))).bearer_auth(&a.token).send().await.unwrap();
+    assert_eq!(blob.text().await.unwrap(), MARKER, "A's synced file is unchanged");
     let keys = json_call(&app, "GET", "/api/v1/api-keys", &a.token, Value::Null).await;
     assert!(keys.to_string().contains(&a.api_key_id), "A's session still works and holds its key: {keys}");
 }

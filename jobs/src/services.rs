@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use storage::blob_sync::{BlobSync, SyncLimits};
 use storage::{Backends, Config};
 
 use crate::embed::LocalEmbedder;
@@ -17,6 +18,9 @@ pub struct Services {
     pub llm: Option<Arc<LlmClient>>,
     /// The local embedding model, when its files are installed (`scripts/install-model.sh`).
     pub embedder: Option<Arc<LocalEmbedder>>,
+    /// Blob sync (the memory proxy) over the blob store, its index and the event bus.
+    pub blob_sync: Arc<BlobSync>,
+    pub tombstone_retention_days: u32,
 }
 
 /// Loads the model when `dir` holds it; without it, features that rank by meaning fall back
@@ -42,6 +46,22 @@ impl Services {
         let embedder = load_embedder(&config.model_dir);
         let store = backends.database.memory_repo_store();
         let git_memory = GitMemory::new(config, store, secret, llm.clone(), embedder.clone());
-        Ok(Self { git_memory: Arc::new(git_memory), llm, embedder })
+        let limits = SyncLimits {
+            max_file_bytes: config.blob_max_bytes.min(config.body_limit_bytes),
+            keep_versions: config.blob_versions,
+        };
+        let blob_sync = BlobSync::new(
+            backends.blobs.clone(),
+            backends.database.blob_index(),
+            backends.events.clone(),
+            limits,
+        );
+        Ok(Self {
+            git_memory: Arc::new(git_memory),
+            llm,
+            embedder,
+            blob_sync: Arc::new(blob_sync),
+            tombstone_retention_days: config.tombstone_retention_days,
+        })
     }
 }

@@ -14,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 use crate::delivery::{Delivery, DeliveryTask, QueueBackend};
 use crate::engine::JobEngine;
 use crate::events::{CANCEL_TOPIC, CancelRequest};
-use crate::kinds::{CommitSession, Noop, ProcessSession, RebuildIndex, Registry, RepoSync, TombstoneGc};
+use crate::kinds::{
+    BlobRepair, CommitSession, Noop, ProcessSession, RebuildIndex, Registry, RepoSync, TombstoneGc,
+};
 use crate::logs::LogWriter;
 use crate::runner::{Runner, RunnerParts, RunningJobs};
 use crate::services::Services;
@@ -24,7 +26,11 @@ pub fn all_kinds(services: &Services) -> Registry {
     let memory = &services.git_memory;
     Registry::new()
         .with(Noop)
-        .with(TombstoneGc)
+        .with(TombstoneGc {
+            sync: services.blob_sync.clone(),
+            default_retention_days: services.tombstone_retention_days,
+        })
+        .with(BlobRepair(services.blob_sync.clone()))
         .with(ProcessSession(memory.clone()))
         .with(CommitSession(memory.clone()))
         .with(RepoSync(memory.clone()))

@@ -2,6 +2,7 @@
 //! stores, and the event bus. Nothing here knows HTTP.
 
 pub mod blob;
+pub mod blob_sync;
 pub mod config;
 pub mod counters;
 pub mod error;

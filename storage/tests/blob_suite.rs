@@ -13,7 +13,7 @@ macro_rules! blob_suite {
                 update_with_a_stale_etag_is_refused, concurrent_updates_from_one_etag_have_one_winner,
                 concurrent_creates_have_one_winner, delete_if_match, get_head_and_missing_keys,
                 list_by_prefix_in_key_order, an_object_and_a_folder_may_share_a_name,
-                check_answers);
+                check_answers, copy_takes_the_version_it_names_and_survives_a_rewrite);
         }
     };
     (@cases $open:path; $($case:ident),*) => {
@@ -159,4 +159,19 @@ async fn an_object_and_a_folder_may_share_a_name(store: Arc<dyn BlobStore>) {
 async fn check_answers(store: Arc<dyn BlobStore>) {
     store.check().await.unwrap();
     assert!(["filesystem", "s3"].contains(&store.backend_name()));
+}
+
+async fn copy_takes_the_version_it_names_and_survives_a_rewrite(store: Arc<dyn BlobStore>) {
+    let (source, aside) = (key("live/doc.md"), key("versions/doc.md/v1"));
+    let v1 = store.put(&source, Bytes::from_static(b"first"), Condition::Absent).await.unwrap();
+    let stale = store.copy(&source, &aside, &md5_hex(b"other")).await;
+    assert!(is_precondition(&stale), "a copy of another version: {stale:?}");
+    assert!(store.head(&aside).await.unwrap().is_none(), "a refused copy leaves nothing");
+    let copied = store.copy(&source, &aside, &v1.etag).await.unwrap();
+    assert_eq!(copied.etag, v1.etag);
+    store.put(&source, Bytes::from_static(b"second"), Condition::Matches(v1.etag.clone())).await.unwrap();
+    assert_eq!(store.get(&aside).await.unwrap().unwrap().body, Bytes::from_static(b"first"));
+    assert_eq!(store.get(&source).await.unwrap().unwrap().body, Bytes::from_static(b"second"));
+    let missing = store.copy(&key("nothing"), &aside, &v1.etag).await;
+    assert!(is_precondition(&missing), "a copy of a missing object: {missing:?}");
 }

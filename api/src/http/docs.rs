@@ -38,6 +38,9 @@ use crate::state::AppState;
         super::memory_paths::recent_timeline, super::memory_paths::process_session,
         super::memory_paths::commit_session, super::memory_paths::process_and_commit,
         super::memory_paths::rebuild_index, super::memory_paths::status, super::memory_paths::validate,
+        super::blobs::read, super::blobs::write, super::blobs::delete, super::blobs::index,
+        super::blobs::events, super::blobs::batch,
+        super::federation::push, super::federation::pull, super::federation::agents,
     ),
     components(schemas(crate::error::ErrorCode)),
     tags(
@@ -45,7 +48,9 @@ use crate::state::AppState;
         (name = "jobs", description = "Background jobs, their logs, workers and queues"),
         (name = "schedules", description = "Recurring jobs from cron expressions"),
         (name = "auth", description = "Accounts and sessions (AIBrain's shapes)"),
-        (name = "git memory", description = "DiffMem: memory repos, context, search and sessions")
+        (name = "git memory", description = "DiffMem: memory repos, context, search and sessions"),
+        (name = "blob sync", description = "Memory proxy: files with conditional writes, tombstones, versions and a sync index"),
+        (name = "federation", description = "agmem coordinator: agents push summaries, pulls read the merge")
     )
 )]
 pub struct ApiDoc;

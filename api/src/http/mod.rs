@@ -4,8 +4,11 @@
 
 pub mod api_keys;
 pub mod auth;
+pub mod blob_headers;
+pub mod blobs;
 pub mod dashboard;
 pub mod docs;
+pub mod federation;
 pub mod github;
 pub mod health;
 pub mod job_stream;
@@ -37,11 +40,13 @@ pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .merge(auth::router())
         .merge(api_keys::router())
+        .merge(blobs::router())
         .merge(github::router())
         .merge(dashboard::router())
         .merge(health::router())
         .merge(metrics::router())
         .merge(docs::router())
+        .merge(federation::router())
         .merge(jobs::router())
         .merge(memory::router())
         .merge(memory_paths::router())

@@ -136,16 +136,25 @@ pub async fn spawn_app(stack: Stack, extra: &[(&str, &str)]) -> Option<TestApp> 
 pub async fn spawn_app_with(stack: Stack, extra: &[(&str, &str)], worker: bool) -> Option<TestApp> {
     let mut env = stack_env(stack).await?;
     // Tests log in and register many times from one address; a test of the limits sets its own.
-    for (key, value) in
-        [("API_KEY", ADMIN_KEY), ("LOGIN_RATE_LIMIT", "10000"), ("REGISTER_RATE_LIMIT", "10000")]
-    {
+    // Upkeep schedules firing mid-test would add jobs to listings; a test of them turns them on.
+    for (key, value) in [
+        ("API_KEY", ADMIN_KEY),
+        ("LOGIN_RATE_LIMIT", "10000"),
+        ("REGISTER_RATE_LIMIT", "10000"),
+        ("SYSTEM_SCHEDULES", "false"),
+    ] {
         env.push((key.to_string(), value.to_string()));
     }
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let admin = admin_client(&env.iter().rev().find(|(k, _)| k == "API_KEY").expect("set above").1);
     let data_dir = tempfile::tempdir().unwrap().keep();
-    let config = testing::config_in(&data_dir, &env);
     env.push(("ENGRAM_DATA_DIR".to_string(), data_dir.display().to_string()));
+    Some(serve(env, data_dir, worker).await)
+}
+
+/// Builds and serves an in-process app on `env` (which names its data dir).
+async fn serve(env: Vec<(String, String)>, data_dir: PathBuf, worker: bool) -> TestApp {
+    let admin = admin_client(&env.iter().rev().find(|(k, _)| k == "API_KEY").expect("an API_KEY").1);
+    let config = testing::config_in(&data_dir, &env);
     let app = Application::build(config).await.expect("the app builds");
     let app = if worker {
         app.with_worker(jobs::WorkerOptions {
@@ -162,7 +171,7 @@ pub async fn spawn_app_with(stack: Stack, extra: &[(&str, &str)], worker: bool) 
     let server = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
     }));
-    Some(TestApp { url, client: reqwest::Client::new(), admin, data_dir, env, shutdown: Some(tx), server })
+    TestApp { url, client: reqwest::Client::new(), admin, data_dir, env, shutdown: Some(tx), server }
 }
 
 /// A client that sends `Authorization: Bearer <key>` with every request.

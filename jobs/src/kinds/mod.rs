@@ -16,7 +16,9 @@ use serde_json::Value;
 
 pub use git_memory::{CommitSession, ProcessSession, RebuildIndex, RepoSync};
 pub use noop::{EFFECTS_NAMESPACE, Noop, NoopPayload};
-pub use tombstone_gc::{TombstoneGc, TombstoneGcPayload};
+pub use tombstone_gc::{
+    BlobRepair, BlobRepairPayload, SYSTEM_OWNER, TombstoneGc, TombstoneGcPayload, ensure_blob_schedules,
+};
 
 use crate::context::JobContext;
 

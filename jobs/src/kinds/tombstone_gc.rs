@@ -1,29 +1,35 @@
-//! `tombstone_gc`: purges blob-index tombstones older than the retention, so deleted paths
-//! stop appearing in sync indexes once every client has had time to see the delete.
+//! Blob sync upkeep: `tombstone_gc` purges tombstones (and their kept versions) older than
+//! the retention, so deleted paths stop appearing in sync indexes once every client has had
+//! time to see the delete; `blob_repair` settles writes whose process died between the blob
+//! store and the index. Both are scheduled at start-up (`ensure_blob_schedules`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use storage::blob_sync::BlobSync;
 
 use super::{JobError, Kind, Policy};
 use crate::context::JobContext;
 
+/// The owner of the schedules the platform keeps for itself.
+pub const SYSTEM_OWNER: &str = "system";
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TombstoneGcPayload {
-    /// Tombstones younger than this are kept (default 30 days).
-    #[serde(default = "default_retention_days")]
-    pub retention_days: u32,
+    /// Tombstones younger than this are kept (default `TOMBSTONE_RETENTION_DAYS`; at least 1,
+    /// so clients that synced within the last day never miss a delete).
+    pub retention_days: Option<u32>,
 }
 
-fn default_retention_days() -> u32 {
-    30
+pub struct TombstoneGc {
+    pub sync: Arc<BlobSync>,
+    pub default_retention_days: u32,
 }
-
-pub struct TombstoneGc;
 
 #[async_trait]
 impl Kind for TombstoneGc {
@@ -35,15 +41,53 @@ impl Kind for TombstoneGc {
     }
 
     async fn run(&self, payload: TombstoneGcPayload, ctx: &JobContext) -> Result<Value, JobError> {
-        let before = Utc::now() - chrono::Duration::days(i64::from(payload.retention_days));
-        let purged = ctx
-            .backends()
-            .database
-            .blob_index()
-            .purge_tombstones(before)
-            .await
-            .map_err(|e| JobError::Failed(e.to_string()))?;
+        let days = payload.retention_days.unwrap_or(self.default_retention_days).max(1);
+        let before = Utc::now() - chrono::Duration::days(i64::from(days));
+        let purged =
+            self.sync.purge_tombstones(before, None).await.map_err(|e| JobError::Failed(e.to_string()))?;
         ctx.info(format!("purged {purged} tombstones last changed before {before}"));
         Ok(json!({"purged": purged, "before": before}))
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobRepairPayload {
+    /// Writes begun longer ago than this and never settled are settled from the store.
+    #[serde(default = "default_older_than_secs")]
+    pub older_than_secs: u32,
+}
+
+fn default_older_than_secs() -> u32 {
+    60
+}
+
+pub struct BlobRepair(pub Arc<BlobSync>);
+
+#[async_trait]
+impl Kind for BlobRepair {
+    type Payload = BlobRepairPayload;
+    const NAME: &'static str = "blob_repair";
+
+    fn policy(&self) -> Policy {
+        Policy { timeout: Duration::from_secs(600), ..Policy::default() }
+    }
+
+    async fn run(&self, payload: BlobRepairPayload, ctx: &JobContext) -> Result<Value, JobError> {
+        let before = Utc::now() - chrono::Duration::seconds(i64::from(payload.older_than_secs));
+        let repaired = self.0.repair_stale(before).await.map_err(|e| JobError::Failed(e.to_string()))?;
+        ctx.info(format!("settled {repaired} blob writes left unfinished before {before}"));
+        Ok(json!({"repaired": repaired}))
+    }
+}
+
+/// Schedules `tombstone_gc` daily and `blob_repair` every ten minutes, once per deployment.
+pub async fn ensure_blob_schedules(engine: &crate::engine::JobEngine) -> anyhow::Result<()> {
+    let existing = engine.schedules.list(Some(SYSTEM_OWNER)).await?;
+    for (kind, cron) in [(TombstoneGc::NAME, "17 3 * * *"), (BlobRepair::NAME, "*/10 * * * *")] {
+        if !existing.iter().any(|s| s.kind == kind) {
+            engine.create_schedule(SYSTEM_OWNER, kind, json!({}), cron, "UTC", false).await?;
+        }
+    }
+    Ok(())
 }

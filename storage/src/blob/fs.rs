@@ -1,11 +1,12 @@
 //! Blobs as files under the data dir. Each write goes to a temp file that is fsynced and
-//! renamed over the object, under a per-key lock, so a reader sees the old or the new content
-//! and a conditional write is decided and applied atomically within this process.
+//! renamed over the object, under a per-key lock (a mutex stripe in this process and an
+//! advisory `flock` on the stripe's lock file across processes), so a reader sees the old or
+//! the new content and a conditional write is decided and applied atomically.
 //!
 //! Layout: key `a/b.md` is the file `<root>/a/b.md~`. The `~` suffix keeps an object and a
 //! directory of the same name apart (`a` and `a/b` can both exist, as in S3); `%` and `~`
 //! inside segments are percent-encoded so no directory name ends in `~`. Temp files start
-//! with `~tmp.`.
+//! with `~tmp.`; the stripes' lock files live in `<root>/.locks`.
 
 use std::collections::hash_map::DefaultHasher;
 use std::fs::{self, File};
@@ -27,6 +28,14 @@ const ENCODED: &AsciiSet = &CONTROLS.add(b'%').add(b'~');
 const OBJECT_SUFFIX: char = '~';
 const LOCK_STRIPES: usize = 64;
 const NAME_MAX: usize = 255;
+const LOCK_DIR: &str = ".locks";
+
+/// Held while a key's object is read-checked and replaced.
+struct KeyLock<'a> {
+    _in_process: std::sync::MutexGuard<'a, ()>,
+    /// `flock` is released when the file closes.
+    _across_processes: File,
+}
 
 #[derive(Clone)]
 pub struct FilesystemBlobStore {
@@ -41,7 +50,7 @@ struct Inner {
 impl FilesystemBlobStore {
     pub fn open(root: impl Into<PathBuf>) -> anyhow::Result<Self> {
         let root = root.into();
-        fs::create_dir_all(&root)
+        fs::create_dir_all(root.join(LOCK_DIR))
             .map_err(|e| anyhow::anyhow!("cannot create blob directory {}: {e}", root.display()))?;
         Ok(Self {
             inner: Arc::new(Inner { root, locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect() }),
@@ -82,12 +91,22 @@ impl Inner {
         Ok(path)
     }
 
-    fn lock_for(&self, key: &BlobKey) -> std::sync::MutexGuard<'_, ()> {
+    fn lock_for(&self, key: &BlobKey) -> StoreResult<KeyLock<'_>> {
         let mut hasher = DefaultHasher::new();
         key.hash(&mut hasher);
         let stripe = (hasher.finish() % LOCK_STRIPES as u64) as usize;
         // A poisoned stripe only means another writer panicked; the files are still whole.
-        self.locks[stripe].lock().unwrap_or_else(|poison| poison.into_inner())
+        let in_process = self.locks[stripe].lock().unwrap_or_else(|poison| poison.into_inner());
+        let dir = self.root.join(LOCK_DIR);
+        fs::create_dir_all(&dir).map_err(io_error)?;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!("stripe-{stripe}")))
+            .map_err(io_error)?;
+        file.lock().map_err(io_error)?;
+        Ok(KeyLock { _in_process: in_process, _across_processes: file })
     }
 
     fn read_meta(&self, key: &BlobKey, path: &Path) -> StoreResult<Option<(BlobMeta, Option<Vec<u8>>)>> {
@@ -142,7 +161,7 @@ impl Inner {
 
     fn put(&self, key: &BlobKey, body: &[u8], condition: &Condition) -> StoreResult<BlobMeta> {
         let path = self.object_path(key)?;
-        let _guard = self.lock_for(key);
+        let _guard = self.lock_for(key)?;
         if *condition != Condition::None {
             let current = self.read_meta(key, &path)?.map(|(meta, _)| meta);
             Self::check_condition(current.as_ref(), condition)?;
@@ -171,9 +190,30 @@ impl Inner {
         })
     }
 
+    /// Hard-links the object at `from` to `to` (through a temp name, so `to` is replaced
+    /// atomically); later writes to `from` rename a new file in, leaving the copy intact.
+    fn copy(&self, from: &BlobKey, to: &BlobKey, source_etag: &str) -> StoreResult<BlobMeta> {
+        let source = self.object_path(from)?;
+        let target = self.object_path(to)?;
+        let _guard = self.lock_for(from)?;
+        let Some((meta, _)) = self.read_meta(from, &source)? else {
+            return Err(StoreError::PreconditionFailed);
+        };
+        Self::check_condition(Some(&meta), &Condition::Matches(source_etag.to_string()))?;
+        let dir = target.parent().expect("object paths are below the root");
+        fs::create_dir_all(dir).map_err(io_error)?;
+        let temp = dir.join(format!("~tmp.{}", ulid::Ulid::generate()));
+        let linked = fs::hard_link(&source, &temp).and_then(|()| fs::rename(&temp, &target));
+        if let Err(e) = linked {
+            let _ = fs::remove_file(&temp);
+            return Err(io_error(e));
+        }
+        Ok(BlobMeta { key: to.as_str().to_string(), ..meta })
+    }
+
     fn delete(&self, key: &BlobKey, condition: &Condition) -> StoreResult<bool> {
         let path = self.object_path(key)?;
-        let _guard = self.lock_for(key);
+        let _guard = self.lock_for(key)?;
         if let Condition::Matches(_) = condition {
             match self.read_meta(key, &path)? {
                 None => return Ok(false),
@@ -254,6 +294,11 @@ impl BlobStore for FilesystemBlobStore {
             Ok(inner.read_meta(&key, &path)?.map(|(meta, _)| meta))
         })
         .await
+    }
+
+    async fn copy(&self, from: &BlobKey, to: &BlobKey, source_etag: &str) -> StoreResult<BlobMeta> {
+        let (from, to, etag) = (from.clone(), to.clone(), source_etag.to_string());
+        self.blocking(move |inner| inner.copy(&from, &to, &etag)).await
     }
 
     async fn delete(&self, key: &BlobKey, condition: Condition) -> StoreResult<bool> {

@@ -53,6 +53,10 @@ pub trait BlobStore: Send + Sync {
 
     async fn head(&self, key: &BlobKey) -> StoreResult<Option<BlobMeta>>;
 
+    /// Copies the object at `from` to `to` (replacing it) if `from`'s etag is `source_etag`;
+    /// `StoreError::PreconditionFailed` when it is not, or nothing is stored under `from`.
+    async fn copy(&self, from: &BlobKey, to: &BlobKey, source_etag: &str) -> StoreResult<BlobMeta>;
+
     /// Deletes if `condition` holds. `Ok(false)` when nothing was stored under the key;
     /// `StoreError::PreconditionFailed` when an object is stored with another etag.
     async fn delete(&self, key: &BlobKey, condition: Condition) -> StoreResult<bool>;

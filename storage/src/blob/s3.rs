@@ -12,10 +12,15 @@ use aws_sdk_s3::primitives::ByteStream;
 use base64::Engine;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::{Blob, BlobKey, BlobMeta, BlobStore, Condition};
 use crate::config::S3Config;
 use crate::error::{StoreError, StoreResult};
+
+/// What `x-amz-copy-source` leaves unencoded besides letters and digits.
+const COPY_SOURCE: &AsciiSet =
+    &NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 #[derive(Clone)]
 pub struct S3BlobStore {
@@ -186,6 +191,41 @@ impl BlobStore for S3BlobStore {
             Err(e) if http_status(&e) == Some(404) => Ok(None),
             Err(e) => Err(backend_error(e)),
         }
+    }
+
+    /// A server-side copy under `x-amz-copy-source-if-match`. Some S3-compatible servers
+    /// ignore that condition, so the source is checked first and the copy's etag after; a
+    /// copy of another version is removed again.
+    async fn copy(&self, from: &BlobKey, to: &BlobKey, source_etag: &str) -> StoreResult<BlobMeta> {
+        let matches = |etag: &str| etag.trim_matches('"').eq_ignore_ascii_case(source_etag);
+        if !self.head(from).await?.is_some_and(|meta| matches(&meta.etag)) {
+            return Err(StoreError::PreconditionFailed);
+        }
+        let source =
+            format!("{}/{}", self.bucket, utf8_percent_encode(&self.object_key(from.as_str()), COPY_SOURCE));
+        let object_key = self.object_key(to.as_str());
+        let result = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(&object_key)
+            .copy_source(source)
+            .copy_source_if_match(format!("\"{source_etag}\""))
+            .send()
+            .await;
+        let copied = match result {
+            Ok(output) => output.copy_object_result,
+            Err(e) if matches!(http_status(&e), Some(412 | 404)) => {
+                return Err(StoreError::PreconditionFailed);
+            }
+            Err(e) => return Err(backend_error(e)),
+        };
+        let etag = copied.as_ref().and_then(|c| c.e_tag()).unwrap_or(source_etag).to_string();
+        if !matches(&etag) {
+            self.delete(to, Condition::None).await?;
+            return Err(StoreError::PreconditionFailed);
+        }
+        Ok(self.meta(&object_key, Some(&etag), None, copied.as_ref().and_then(|c| c.last_modified())))
     }
 
     async fn delete(&self, key: &BlobKey, condition: Condition) -> StoreResult<bool> {

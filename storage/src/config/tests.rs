@@ -17,6 +17,7 @@ fn defaults_are_the_embedded_backends() {
     assert_eq!(config.repo_cache_dir, PathBuf::from("./data/repos"));
     assert_eq!(config.log_format, LogFormat::Text);
     assert_eq!(config.body_limit_bytes, 16 * 1024 * 1024);
+    assert_eq!(config.federation_rate_limit, 600);
     assert_eq!((config.max_repo_size_mb, config.repo_url_schemes.clone()), (100, vec!["https".to_string()]));
 }
 
@@ -33,6 +34,7 @@ fn each_invalid_value_names_its_variable() {
         ("LOG_FORMAT", "xml"),
         ("S3_BUCKET", "Bad_Bucket"),
         ("ENGRAM_BODY_LIMIT_MB", "0"),
+        ("FEDERATION_RATE_LIMIT", "0"),
         ("SSO_TRUSTED_PROXIES", "10.0.0.0/33"),
         ("SSO_TRUSTED_PROXIES", "proxy.internal"),
         ("GITHUB_API_URL", "ftp://github.example"),

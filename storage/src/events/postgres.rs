@@ -41,6 +41,9 @@ impl PostgresEventBus {
                         }
                         Err(e) => tracing::warn!(error = %e, "unreadable event notification"),
                     },
+                    // The pool is closing (shutdown): give its connection back, or the
+                    // close would wait for it forever.
+                    Err(sqlx::Error::PoolClosed) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "event listener lost its connection; retrying");
                         tokio::time::sleep(std::time::Duration::from_secs(1)).await;

@@ -18,6 +18,7 @@ macro_rules! pooled_store {
 }
 
 mod blob_index;
+mod federation;
 mod identity;
 mod jobs;
 mod kv;
@@ -36,7 +37,13 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub use blob_index::{BlobIndexStore, IndexEntry, PostgresBlobIndex, SqliteBlobIndex};
+pub use blob_index::{
+    BlobIndexStore, ChangePage, HeadFn, IndexEntry, Observed, PathState, PendingWrite, PostgresBlobIndex,
+    Settled, SqliteBlobIndex, Transition, VersionEntry,
+};
+pub use federation::{
+    AgentRecord, FederationStore, MergedView, PostgresFederation, PushOutcome, SqliteFederation, Summary,
+};
 pub use identity::{ApiKey, IdentityStore, NewUser, PostgresIdentity, Role, Rotation, SqliteIdentity, User};
 pub use jobs::{
     AttemptOutcome, Job, JobFilter, JobStatus, JobStore, KindStats, LogLine, NewJob, PostgresJobs, SqliteJobs,
@@ -184,6 +191,13 @@ impl Database {
         match self {
             Database::Sqlite(pool) => Arc::new(SqliteMemoryRepos::new(pool.clone())),
             Database::Postgres(pool) => Arc::new(PostgresMemoryRepos::new(pool.clone())),
+        }
+    }
+
+    pub fn federation_store(&self) -> Arc<dyn FederationStore> {
+        match self {
+            Database::Sqlite(pool) => Arc::new(SqliteFederation::new(pool.clone())),
+            Database::Postgres(pool) => Arc::new(PostgresFederation::new(pool.clone())),
         }
     }
 
