@@ -222,6 +222,7 @@ start_postgres() {
     local out
     out=$("$bin/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -tA <<'SQL' 2>&1
 BEGIN;
+SET LOCAL client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS vector;
 CREATE EXTENSION IF NOT EXISTS hstore;
 SELECT '[1,2]'::vector <-> '[1,3]'::vector, ('a=>1'::hstore) -> 'a';
