@@ -3,25 +3,18 @@
 //! release `engram-api` on files + SQLite and on S3 + PostgreSQL (the servers of
 //! `scripts/services.sh`). Run by `scripts/bench-blobs.sh`.
 
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{ADMIN_KEY, admin_client, bin};
+
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
 
-const ADMIN_KEY: &str = "engram-bench-admin-key";
 const CLIENTS: usize = 4;
-
-fn bin(name: &str) -> std::path::PathBuf {
-    std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join(name)
-}
-
-fn admin_client() -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {ADMIN_KEY}")).unwrap();
-    headers.insert(reqwest::header::AUTHORIZATION, value);
-    reqwest::Client::builder().default_headers(headers).build().unwrap()
-}
 
 async fn start(env: &[(String, String)], dir: &std::path::Path) -> (String, Child) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

@@ -6,6 +6,11 @@
 //! `SECONDS`. Last, one push of 100,000 hashes and a re-push with 10% of them replaced. Run
 //! by `scripts/bench-federation.sh`, which builds the release binaries this drives.
 
+#[path = "support/mod.rs"]
+mod support;
+
+use support::bin;
+
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,10 +25,6 @@ const HASHES: usize = 1_000;
 const TOPICS: usize = 20;
 const CHURN: usize = 50;
 const PULLERS: usize = 4;
-
-fn bin(name: &str) -> std::path::PathBuf {
-    std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join(name)
-}
 
 /// A 64-digit hex hash for (agent, index), like the SHA-256 hashes agmem sends.
 fn hash(agent: usize, index: usize) -> String {

@@ -4,26 +4,19 @@
 //! session processed and committed: git commit + index update). Run by
 //! `scripts/bench-gitmem.sh`, which builds the release binary this drives.
 
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{ADMIN_KEY, admin_client, bin};
+
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-const ADMIN_KEY: &str = "engram-bench-admin-key";
 const BLOCKS_PER_FILE: usize = 10;
 const SEARCHES: usize = 1000;
-
-fn bin(name: &str) -> std::path::PathBuf {
-    std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join(name)
-}
-
-fn admin_client() -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {ADMIN_KEY}")).unwrap();
-    headers.insert(reqwest::header::AUTHORIZATION, value);
-    reqwest::Client::builder().default_headers(headers).build().unwrap()
-}
 
 /// A deterministic pseudo-random sequence (xorshift), so every run indexes the same corpus.
 struct Rng(u64);

@@ -4,6 +4,11 @@
 //! client of `engram-api`. Run by `scripts/bench-jobs.sh`, which starts the services and
 //! builds the release binaries this drives.
 
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{ADMIN_KEY, admin_client, bin};
+
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -14,10 +19,6 @@ use tokio::process::{Child, Command};
 struct Stack {
     name: &'static str,
     env: Vec<(String, String)>,
-}
-
-fn bin(name: &str) -> std::path::PathBuf {
-    std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join(name)
 }
 
 fn spawn(program: &str, args: &[&str], env: &[(String, String)]) -> Child {
@@ -61,17 +62,6 @@ async fn fresh_stack(base: &Stack) -> (Vec<(String, String)>, tempfile::TempDir)
     env.push(("ENGRAM_REDIS_PREFIX".into(), format!("bench-{}", ulid::Ulid::generate())));
     env.push(("API_KEY".into(), ADMIN_KEY.into()));
     (env, dir)
-}
-
-/// The static admin key the benchmark's deployments run with.
-const ADMIN_KEY: &str = "engram-bench-admin-key";
-
-/// A client that authenticates every request with `ADMIN_KEY`.
-fn admin_client() -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {ADMIN_KEY}")).unwrap();
-    headers.insert(reqwest::header::AUTHORIZATION, value);
-    reqwest::Client::builder().default_headers(headers).build().unwrap()
 }
 
 /// A fresh deployment of `base` with `engram-api --no-worker` up: (its env, url, the API
