@@ -35,10 +35,11 @@ enum Resource {
     ApiKey,
     /// `{user_id}` in the path and `{user}` in the body stand for tenant A's user id.
     User,
+    Memory,
 }
 
 use Access::{Admin, Owner, Public};
-use Resource::{ApiKey, Job, Schedule, User};
+use Resource::{ApiKey, Job, Memory, Schedule, User};
 
 /// Every route: method, path as documented, who may call it, and a body to send.
 const ROUTES: &[(&str, &str, Access, &str)] = &[
@@ -150,6 +151,35 @@ const ROUTES: &[(&str, &str, Access, &str)] = &[
         r#"{"operations": [{"op": "delete", "path": "{path}"}]}"#,
     ),
     ("GET", "/api/v1/federation/agents", Owner(Resource::None), ""),
+    (
+        "POST",
+        "/api/v1/memories",
+        Owner(Resource::None),
+        r#"{"content": "B was here", "type": "fact", "scope": "site"}"#,
+    ),
+    ("GET", "/api/v1/memories", Owner(Resource::None), ""),
+    ("POST", "/api/v1/memories/search", Owner(Resource::None), r#"{"query": "tenant private marker"}"#),
+    (
+        "POST",
+        "/api/v1/memories/ingest",
+        Owner(Resource::None),
+        r#"{"conversationText": "User: I like tea."}"#,
+    ),
+    (
+        "POST",
+        "/api/v1/memories/import",
+        Owner(Resource::None),
+        r#"{"memories": [{"content": "B", "type": "fact"}]}"#,
+    ),
+    ("GET", "/api/v1/memories/export", Owner(Resource::None), ""),
+    ("GET", "/api/v1/memories/sync/updates", Owner(Resource::None), ""),
+    ("GET", "/api/v1/memories/{id}", Owner(Memory), ""),
+    ("PUT", "/api/v1/memories/{id}", Owner(Memory), r#"{"content": "B was here"}"#),
+    ("DELETE", "/api/v1/memories/{id}", Owner(Memory), ""),
+    ("GET", "/api/v1/memories/{id}/history", Owner(Memory), ""),
+    // A WebSocket: the HTTP upgrade is open to anyone (the AUTH-message form authenticates after
+    // it) and credentials are refused with close 1008; memories_ws.rs covers its tenancy.
+    ("GET", "/api/v1/sync", Public, ""),
 ];
 
 const JWT_SECRET: &str = "tenancy-test-jwt-secret";
@@ -185,6 +215,7 @@ struct TenantA {
     session_id: String,
     job: String,
     schedule: String,
+    memory: String,
     api_key_id: String,
     api_key: String,
     revoked_key: String,
@@ -289,6 +320,11 @@ async fn tenant_a(app: &TestApp) -> TenantA {
         .bearer_auth(&token)
         .header("Content-MD5", "new");
     assert_eq!(blob.body(MARKER).send().await.unwrap().status(), 201);
+    let memory = json!({"content": format!("The {MARKER} memory"), "type": "fact", "scope": "user_global"});
+    let memory = json_call(app, "POST", "/api/v1/memories", &token, memory).await["memory"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let key = json!({"name": MARKER, "scopes": ["jobs:rw"]});
     let created = json_call(app, "POST", "/api/v1/api-keys", &token, key.clone()).await;
     let revoked = json_call(app, "POST", "/api/v1/api-keys", &token, key).await;
@@ -301,6 +337,7 @@ async fn tenant_a(app: &TestApp) -> TenantA {
         token,
         job,
         schedule,
+        memory,
         api_key_id: created["id"].as_str().unwrap().to_string(),
         api_key: created["secret"].as_str().unwrap().to_string(),
         revoked_key: revoked["secret"].as_str().unwrap().to_string(),
@@ -333,6 +370,7 @@ fn path_for(path: &str, access: Access, a: &TenantA) -> String {
         Owner(Job) => &a.job,
         Owner(Schedule) => &a.schedule,
         Owner(ApiKey) => &a.api_key_id,
+        Owner(Memory) => &a.memory,
         _ => return path,
     };
     path.replace("{id}", id)
@@ -418,6 +456,9 @@ async fn no_route_gives_one_tenant_another_tenants_data(stack: Stack) {
     let blob =
         app.client.get(app.at(&format!("/blob/{BLOB_PATH}"))).bearer_auth(&a.token).send().await.unwrap();
     assert_eq!(blob.text().await.unwrap(), MARKER, "A's synced file is unchanged");
+    let memory =
+        json_call(&app, "GET", &format!("/api/v1/memories/{}", a.memory), &a.token, Value::Null).await;
+    assert_eq!(memory["memory"]["content"], format!("The {MARKER} memory"), "A's memory is unchanged");
     let keys = json_call(&app, "GET", "/api/v1/api-keys", &a.token, Value::Null).await;
     assert!(keys.to_string().contains(&a.api_key_id), "A's session still works and holds its key: {keys}");
 }

@@ -18,6 +18,7 @@ use crate::logs::LogWriter;
 pub struct JobContext {
     backends: Backends,
     job_id: String,
+    owner: String,
     attempt: i32,
     cancel: CancellationToken,
     next_seq: AtomicI64,
@@ -30,13 +31,23 @@ impl JobContext {
     pub(crate) fn new(
         backends: Backends,
         job_id: String,
+        owner: String,
         attempt: i32,
         last_log_seq: i64,
         cancel: CancellationToken,
         logs: LogWriter,
         jobs: Arc<dyn JobStore>,
     ) -> Self {
-        Self { backends, job_id, attempt, cancel, next_seq: AtomicI64::new(last_log_seq + 1), logs, jobs }
+        Self {
+            backends,
+            job_id,
+            owner,
+            attempt,
+            cancel,
+            next_seq: AtomicI64::new(last_log_seq + 1),
+            logs,
+            jobs,
+        }
     }
 
     /// The stores a handler works with.
@@ -51,6 +62,11 @@ impl JobContext {
 
     pub fn job_id(&self) -> &str {
         &self.job_id
+    }
+
+    /// The user the job belongs to (who submitted it): handlers act on this user's data.
+    pub fn owner(&self) -> &str {
+        &self.owner
     }
 
     /// 1 for the first attempt.

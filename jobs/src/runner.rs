@@ -166,6 +166,7 @@ impl Runner {
         let ctx = JobContext::new(
             self.parts.backends.clone(),
             job.id.clone(),
+            job.owner.clone(),
             job.attempt,
             last_seq,
             token.clone(),

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use storage::blob_sync::{BlobSync, SyncLimits};
 use storage::{Backends, Config};
 
-use crate::embed::LocalEmbedder;
+use crate::embed::{Embedder, LocalEmbedder};
 use crate::gitmem::GitMemory;
 use crate::llm::LlmClient;
+use crate::memories::Memories;
 
 #[derive(Clone)]
 pub struct Services {
@@ -18,6 +19,11 @@ pub struct Services {
     pub llm: Option<Arc<LlmClient>>,
     /// The local embedding model, when its files are installed (`scripts/install-model.sh`).
     pub embedder: Option<Arc<LocalEmbedder>>,
+    /// What semantic memories embed with: the remote model when `EMBEDDING_BASE_URL` is set,
+    /// else the local one above; `None` when neither is available.
+    pub embeddings: Option<Embedder>,
+    /// Semantic memories (AIBrain): store, embeddings and change events.
+    pub memories: Arc<Memories>,
     /// Blob sync (the memory proxy) over the blob store, its index and the event bus.
     pub blob_sync: Arc<BlobSync>,
     pub tombstone_retention_days: u32,
@@ -44,6 +50,7 @@ impl Services {
     pub fn new(config: &Config, backends: &Backends, secret: &str) -> anyhow::Result<Self> {
         let llm = LlmClient::from_config(&config.llm)?.map(Arc::new);
         let embedder = load_embedder(&config.model_dir);
+        let embeddings = Embedder::from_config(&config.embedding, embedder.clone())?;
         let store = backends.database.memory_repo_store();
         let git_memory = GitMemory::new(config, store, secret, llm.clone(), embedder.clone());
         let limits = SyncLimits {
@@ -60,6 +67,12 @@ impl Services {
             git_memory: Arc::new(git_memory),
             llm,
             embedder,
+            memories: Arc::new(Memories::new(
+                backends.database.memory_store(),
+                backends.events.clone(),
+                embeddings.clone(),
+            )),
+            embeddings,
             blob_sync: Arc::new(blob_sync),
             tombstone_retention_days: config.tombstone_retention_days,
         })

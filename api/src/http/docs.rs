@@ -41,6 +41,11 @@ use crate::state::AppState;
         super::blobs::read, super::blobs::write, super::blobs::delete, super::blobs::index,
         super::blobs::events, super::blobs::batch,
         super::federation::push, super::federation::pull, super::federation::agents,
+        super::memory_sync_ws::upgrade,
+        super::memories::create, super::memories::list, super::memories::read, super::memories::update,
+        super::memories::delete, super::memories::history, super::memories::search::search,
+        super::memories::bulk::ingest, super::memories::bulk::import, super::memories::bulk::export,
+        super::memories::bulk::updates,
     ),
     components(schemas(crate::error::ErrorCode)),
     tags(
@@ -50,7 +55,8 @@ use crate::state::AppState;
         (name = "auth", description = "Accounts and sessions (AIBrain's shapes)"),
         (name = "git memory", description = "DiffMem: memory repos, context, search and sessions"),
         (name = "blob sync", description = "Memory proxy: files with conditional writes, tombstones, versions and a sync index"),
-        (name = "federation", description = "agmem coordinator: agents push summaries, pulls read the merge")
+        (name = "federation", description = "agmem coordinator: agents push summaries, pulls read the merge"),
+        (name = "memories", description = "AIBrain: semantic memories with hybrid search, ingest, import/export and live sync")
     )
 )]
 pub struct ApiDoc;

@@ -272,6 +272,39 @@ pub(crate) async fn run_job(
     kind: &str,
     payload: Value,
 ) -> Result<Response, ApiError> {
+    Ok(match submit_and_wait(state, caller, headers, kind, payload).await? {
+        Waited::Finished(result) => Json(result).into_response(),
+        Waited::Accepted(response) => response,
+    })
+}
+
+/// How a job submitted by a route that waits ended for the route.
+pub(crate) enum Waited {
+    /// It succeeded within the wait; its result.
+    Finished(Value),
+    /// Still running past the wait, or the client asked not to wait: the 202 to send.
+    Accepted(Response),
+}
+
+/// Whether the client sent `Prefer: respond-async` (answer 202 at once, do not wait).
+pub(crate) fn prefers_async(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
+}
+
+/// Submits a job for the caller and waits for it (up to `JOB_WAIT`, bounded by the request
+/// timeout) unless the client sent `Prefer: respond-async`. A job that fails is an error.
+pub(crate) async fn submit_and_wait(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    kind: &str,
+    payload: Value,
+) -> Result<Waited, ApiError> {
     let submit = Submit {
         kind: kind.to_string(),
         payload,
@@ -289,15 +322,9 @@ pub(crate) async fn run_job(
             "status_url": format!("/api/v1/jobs/{}", job.id),
             "events_url": format!("/api/v1/jobs/{}/logs/stream", job.id),
         });
-        Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+        Ok(Waited::Accepted((StatusCode::ACCEPTED, Json(body)).into_response()))
     };
-    let respond_async = headers
-        .get_all("prefer")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim().eq_ignore_ascii_case("respond-async"));
-    if respond_async {
+    if prefers_async(headers) {
         return accepted();
     }
     let bound = JOB_WAIT.min(state.config.request_timeout.saturating_sub(Duration::from_secs(2)));
@@ -311,7 +338,7 @@ pub(crate) async fn run_job(
             .await?
             .ok_or_else(|| ApiError::internal("a submitted job vanished"))?;
         match current.status {
-            JobStatus::Succeeded => return Ok(Json(current.result.unwrap_or(Value::Null)).into_response()),
+            JobStatus::Succeeded => return Ok(Waited::Finished(current.result.unwrap_or(Value::Null))),
             status if status.is_final() => {
                 return Err(ApiError::new(
                     ErrorCode::Internal,

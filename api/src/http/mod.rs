@@ -13,8 +13,10 @@ pub mod github;
 pub mod health;
 pub mod job_stream;
 pub mod jobs;
+pub mod memories;
 pub mod memory;
 pub mod memory_paths;
+pub mod memory_sync_ws;
 pub mod metrics;
 pub mod schedules;
 #[cfg(test)]
@@ -48,8 +50,10 @@ pub fn router(state: AppState) -> Router {
         .merge(docs::router())
         .merge(federation::router())
         .merge(jobs::router())
+        .merge(memories::router())
         .merge(memory::router())
         .merge(memory_paths::router())
+        .merge(memory_sync_ws::router())
         .merge(schedules::router());
     with_platform_layers(routes, state)
 }

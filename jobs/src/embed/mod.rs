@@ -1,4 +1,6 @@
-//! Local text embeddings: all-MiniLM-L6-v2 run on the CPU with candle, 384-d unit vectors.
+//! Text embeddings: all-MiniLM-L6-v2 run locally on the CPU with candle (384-d unit vectors),
+//! or an OpenAI-compatible `/embeddings` endpoint when `EMBEDDING_BASE_URL` is set
+//! ([`RemoteEmbedder`]). [`Embedder`] is the one of the two that callers use.
 //!
 //! The model files come from `scripts/install-model.sh` (which prints their directory, the
 //! value of `ENGRAM_MODEL_DIR`). [`LocalEmbedder`] is loaded once, shared in an `Arc` and called
@@ -15,13 +17,17 @@
 //! ```
 
 mod cache;
+mod embedder;
 mod model;
+mod remote;
 
 use std::path::PathBuf;
 
+pub use embedder::{Embedder, LOCAL_MODEL_NAME};
 pub use model::LocalEmbedder;
+pub use remote::{MAX_REMOTE_BATCH, RemoteEmbedder, RemoteError};
 
-/// Length of every embedding vector.
+/// Length of every vector of the local model.
 pub const DIMENSIONS: usize = 384;
 
 /// Tokens per input the model sees (the sentence-transformers `max_seq_length`); longer
@@ -48,6 +54,12 @@ pub enum EmbedError {
     Tokenize(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("embedding inference failed")]
     Inference(#[from] candle_core::Error),
+    /// A remote embedding request failed (`EMBEDDING_BASE_URL`).
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    /// The blocking thread running the local model panicked.
+    #[error("the embedding thread stopped before finishing: {0}")]
+    Interrupted(String),
 }
 
 /// Cosine similarity of two embeddings from this module. They are unit length, so this is

@@ -2,6 +2,7 @@
 //! backoff, priority). A new kind is one `Kind` implementation registered in `Registry`.
 
 mod git_memory;
+mod memories;
 mod noop;
 mod tombstone_gc;
 
@@ -15,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub use git_memory::{CommitSession, ProcessSession, RebuildIndex, RepoSync};
+pub use memories::{ImportMemories, ImportPayload, IngestConversation, IngestPayload, import_items_key};
 pub use noop::{EFFECTS_NAMESPACE, Noop, NoopPayload};
 pub use tombstone_gc::{
     BlobRepair, BlobRepairPayload, SYSTEM_OWNER, TombstoneGc, TombstoneGcPayload, ensure_blob_schedules,

@@ -1,23 +1,31 @@
-//! `LlmClient`: one HTTP client per configured endpoint. Sends chat requests, retries
-//! timeouts, broken connections, 408, 429 and 5xx with backoff, caps reply sizes, and logs
-//! each call's model, token counts and timing, never its content or key.
+//! `LlmClient`: one HTTP client per configured endpoint. Sends chat requests through
+//! `crate::provider_http` (which retries timeouts, broken connections, 408, 429 and 5xx with
+//! backoff and caps reply sizes), and logs each call's model, token counts and timing, never
+//! its content or key.
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderValue};
 use storage::config::{LlmConfig, Secret};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-use super::error::{LlmError, describe_reqwest, provider_message};
+use super::error::{LlmError, provider_message};
 use super::message::{ChatReply, ChatRequest, WireReply, WireRequest};
+use crate::provider_http::{self, Failure, Post, Profile};
 
-/// Largest reply body read.
-const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
-/// Largest error body read for its message.
-const MAX_ERROR_BYTES: usize = 64 * 1024;
-/// Longest `Retry-After` honoured.
-const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
+/// How chat requests go: replies up to 4 MiB, `Retry-After` honoured up to a minute.
+const PROFILE: Profile = Profile {
+    name: "llm",
+    max_reply_bytes: 4 * 1024 * 1024,
+    retry_after_cap: Duration::from_secs(60),
+    redirect_message: |location| {
+        location.map(|location| {
+            format!("redirects to {location}; set the base URL to the address the endpoint lives at")
+        })
+    },
+    error_message: provider_message,
+};
 const DEFAULT_BACKOFF_BASE: Duration = Duration::from_secs(1);
 const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -74,24 +82,14 @@ impl LlmClient {
         timeout: Duration,
         max_retries: u32,
     ) -> Result<Self, LlmError> {
-        let url = reqwest::Url::parse(base_url)
-            .map_err(|e| LlmError::Setup(format!("base URL is not a URL ({e})")))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(LlmError::Setup("base URL must be http:// or https:// with a host".into()));
-        }
-        let mut headers = HeaderMap::new();
-        if url.host_str().is_some_and(|h| h == "openrouter.ai" || h.ends_with(".openrouter.ai")) {
-            headers.insert("X-Title", HeaderValue::from_static("Engram"));
-        }
-        ensure_tls_provider();
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("engram/", env!("CARGO_PKG_VERSION")))
-            .default_headers(headers)
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| LlmError::Setup(describe_reqwest(e)))?;
+        let http = provider_http::client(base_url, timeout, |url| {
+            let mut headers = HeaderMap::new();
+            if url.host_str().is_some_and(|h| h == "openrouter.ai" || h.ends_with(".openrouter.ai")) {
+                headers.insert("X-Title", HeaderValue::from_static("Engram"));
+            }
+            headers
+        })
+        .map_err(LlmError::Setup)?;
         Ok(Self {
             http,
             endpoint: format!("{}/chat/completions", base_url.trim_end_matches('/')),
@@ -121,56 +119,11 @@ impl LlmClient {
             .map_err(|e| LlmError::Setup(format!("cannot encode the request: {e}")))?;
         debug!(model = %self.model, messages = request.messages.len(), request_bytes = body.len(), "llm chat request");
         let started = Instant::now();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let failure = match self.send(&body).await {
-                Ok(reply) => return self.finish(&reply, attempt, started),
-                Err(failure) => failure,
-            };
-            if !failure.is_transient() || attempt > self.max_retries {
-                return Err(failure.into_error(attempt, self.timeout));
-            }
-            let delay = failure.retry_after().unwrap_or_else(|| self.backoff(attempt));
-            warn!(
-                model = %self.model,
-                attempt,
-                status = failure.status(),
-                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                "llm request failed; retrying"
-            );
-            tokio::time::sleep(delay).await;
+        let post = Post::new(&self.http, &self.endpoint, self.api_key.as_ref(), &self.model, &PROFILE);
+        match post.send(&body, self.max_retries, |failed| self.backoff(failed)).await {
+            Ok((reply, attempts)) => self.finish(&reply, attempts, started),
+            Err((failure, attempts)) => Err(final_error(failure, attempts, self.timeout)),
         }
-    }
-
-    /// One HTTP attempt: the success body, or why not.
-    async fn send(&self, body: &[u8]) -> Result<Vec<u8>, Failure> {
-        let mut request = self
-            .http
-            .post(&self.endpoint)
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::ACCEPT, "application/json")
-            .body(body.to_vec());
-        if let Some(key) = &self.api_key {
-            request = request.bearer_auth(key.expose());
-        }
-        let response = request.send().await.map_err(Failure::from_reqwest)?;
-        let status = response.status();
-        if status.is_success() {
-            return read_capped(response, MAX_REPLY_BYTES).await;
-        }
-        let retry_after = retry_after(response.headers());
-        let location =
-            response.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let message = match (status.is_redirection(), location) {
-            (true, Some(location)) => {
-                format!("redirects to {location}; set the base URL to the address the endpoint lives at")
-            }
-            _ => read_capped(response, MAX_ERROR_BYTES)
-                .await
-                .map_or_else(|_| "(unreadable error body)".to_string(), |b| provider_message(&b)),
-        };
-        Err(Failure::Status { status: status.as_u16(), message, retry_after })
     }
 
     fn finish(&self, body: &[u8], attempt: u32, started: Instant) -> Result<ChatReply, LlmError> {
@@ -191,109 +144,20 @@ impl LlmClient {
 
     /// Exponential from `backoff_base`, capped, with jitter on the upper half.
     fn backoff(&self, failed_attempts: u32) -> Duration {
-        let exponent = failed_attempts.saturating_sub(1).min(20);
-        let ceiling = self.backoff_base.saturating_mul(1 << exponent).min(self.backoff_max);
-        let half = ceiling / 2;
-        half + half.mul_f64(rand::random::<f64>())
+        provider_http::backoff(self.backoff_base, self.backoff_max, failed_attempts)
     }
 }
 
-/// Why one attempt failed.
-#[derive(Debug)]
-enum Failure {
-    Status {
-        status: u16,
-        message: String,
-        retry_after: Option<Duration>,
-    },
-    Timeout,
-    Network(String),
-    /// Not worth retrying; already the final error.
-    Final(LlmError),
-}
-
-impl Failure {
-    fn from_reqwest(error: reqwest::Error) -> Self {
-        if error.is_timeout() {
-            Failure::Timeout
-        } else if error.is_builder() {
-            Failure::Final(LlmError::Setup(describe_reqwest(error)))
-        } else {
-            Failure::Network(describe_reqwest(error))
-        }
-    }
-
-    fn is_transient(&self) -> bool {
-        match self {
-            Failure::Status { status, .. } => is_transient_status(*status),
-            Failure::Timeout | Failure::Network(_) => true,
-            Failure::Final(_) => false,
-        }
-    }
-
-    fn status(&self) -> Option<u16> {
-        match self {
-            Failure::Status { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-
-    fn retry_after(&self) -> Option<Duration> {
-        match self {
-            Failure::Status { retry_after, .. } => *retry_after,
-            _ => None,
-        }
-    }
-
-    fn into_error(self, attempts: u32, timeout: Duration) -> LlmError {
-        match self {
-            Failure::Status { status: status @ (401 | 403), message, .. } => {
-                LlmError::Unauthorized { status, message }
-            }
-            Failure::Status { status, message, .. } if is_transient_status(status) => {
-                LlmError::Unavailable { status, message, attempts }
-            }
-            Failure::Status { status, message, .. } => LlmError::Rejected { status, message },
-            Failure::Timeout => LlmError::Timeout { attempts, timeout },
-            Failure::Network(message) => LlmError::Network { attempts, message },
-            Failure::Final(error) => error,
-        }
-    }
-}
-
-fn is_transient_status(status: u16) -> bool {
-    matches!(status, 408 | 429 | 500..=599)
-}
-
-/// `Retry-After` in seconds, capped; the HTTP-date form is left to the backoff.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let seconds = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok()?;
-    Some(Duration::from_secs(seconds).min(RETRY_AFTER_CAP))
-}
-
-/// The whole body, refusing more than `cap` bytes.
-async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, Failure> {
-    let too_large =
-        || Failure::Final(LlmError::InvalidResponse(format!("the reply is larger than {cap} bytes")));
-    if response.content_length().is_some_and(|n| n > cap as u64) {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(Failure::from_reqwest)? {
-        if body.len() + chunk.len() > cap {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// reqwest is built without a default TLS provider; binaries install one at start
-/// (`api::install_tls_provider`). Install the same one here if nothing has yet, so building a
-/// client never panics.
-fn ensure_tls_provider() {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+/// What the last attempt's failure means for the caller.
+fn final_error(failure: Failure, attempts: u32, timeout: Duration) -> LlmError {
+    match failure {
+        Failure::Unauthorized { status, message } => LlmError::Unauthorized { status, message },
+        Failure::Rejected { status, message } => LlmError::Rejected { status, message },
+        Failure::Unavailable { status, message, .. } => LlmError::Unavailable { status, message, attempts },
+        Failure::Timeout(_) => LlmError::Timeout { attempts, timeout },
+        Failure::Network(message) => LlmError::Network { attempts, message },
+        Failure::Setup(message) => LlmError::Setup(message),
+        Failure::TooLarge(cap) => LlmError::InvalidResponse(format!("the reply is larger than {cap} bytes")),
     }
 }
 
@@ -313,18 +177,6 @@ mod tests {
                 assert!(delay >= ceiling / 2 && delay <= ceiling, "attempt {attempt}: {delay:?}");
             }
         }
-    }
-
-    #[test]
-    fn retry_after_is_seconds_and_capped() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(retry_after(&headers), None);
-        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
-        assert_eq!(retry_after(&headers), Some(Duration::from_secs(2)));
-        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("86400"));
-        assert_eq!(retry_after(&headers), Some(RETRY_AFTER_CAP));
-        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
-        assert_eq!(retry_after(&headers), None);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! `LlmError`, what a chat call can fail with, and reading the provider's own error message
-//! out of an error body.
+//! `LlmError`, what a chat call can fail with, and the provider's own error message cut to the
+//! length an `LlmError` keeps.
 
 use std::time::Duration;
 
@@ -37,20 +37,10 @@ pub enum LlmError {
 /// The longest provider message kept in an error.
 const MESSAGE_LIMIT: usize = 500;
 
-/// The provider's own explanation from an error body: `{"error":{"message":..}}`,
-/// `{"error":".."}` or `{"message":..}`, else the start of the body as text.
+/// The provider's own explanation from an error body (see
+/// [`crate::provider_http::provider_message`]), cut to [`MESSAGE_LIMIT`] bytes.
 pub(super) fn provider_message(body: &[u8]) -> String {
-    let message = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|value| {
-        let error = value.get("error");
-        error
-            .and_then(|e| e.get("message"))
-            .or(error.filter(|e| e.is_string()))
-            .or(value.get("message"))
-            .and_then(serde_json::Value::as_str)
-            .map(str::to_string)
-    });
-    let message = message.unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
-    if message.is_empty() { "(no message)".to_string() } else { truncate(&message, MESSAGE_LIMIT) }
+    truncate(&crate::provider_http::provider_message(body), MESSAGE_LIMIT)
 }
 
 /// `text` cut to at most `limit` bytes on a character boundary, marked when cut.
@@ -60,20 +50,6 @@ pub(super) fn truncate(text: &str, limit: usize) -> String {
     }
     let end = (0..=limit).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
     format!("{}…", &text[..end])
-}
-
-/// A reqwest error with its causes, as one line ("error sending request: connection refused"),
-/// without the URL, which may carry credentials.
-pub(super) fn describe_reqwest(error: reqwest::Error) -> String {
-    let error = error.without_url();
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 #[cfg(test)]

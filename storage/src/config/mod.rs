@@ -14,9 +14,11 @@ mod auth;
 pub use auth::{AuthConfig, RATE_WINDOW};
 mod llm;
 pub use llm::{LlmConfig, LlmProvider, LlmProviderKind};
+mod embedding;
+pub use embedding::{DEFAULT_EMBEDDING_MODEL, EmbeddingConfig, EmbeddingProvider};
 
 /// Every key Engram reads, with what it is for (account settings are in `auth::KEYS`, LLM
-/// settings in `llm::KEYS`).
+/// settings in `llm::KEYS`, embedding settings in `embedding::KEYS`).
 /// `engram.toml` may hold only these keys.
 pub const KNOWN_KEYS: &[(&str, &str)] = &[
     ("ENGRAM_DATA_DIR", "where runtime data lives (SQLite file, blobs, repos, indexes)"),
@@ -51,6 +53,9 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
     ("TOMBSTONE_RETENTION_DAYS", "days a blob-sync tombstone is kept before tombstone_gc purges it"),
     ("SYSTEM_SCHEDULES", "create the platform's upkeep schedules (tombstone_gc, blob_repair) at start"),
     ("FEDERATION_RATE_LIMIT", "federation requests (push, pull, agents) per minute per API key or user"),
+    ("MEMORY_SEARCH_RATE_LIMIT", "memory searches per minute per user"),
+    ("MEMORY_INGEST_RATE_LIMIT", "conversation ingests per hour per user"),
+    ("MEMORY_IMPORT_RATE_LIMIT", "memory imports per hour per user"),
     ("ENGRAM_REQUEST_TIMEOUT_SECS", "longest a request may take before 408"),
     ("ENGRAM_WORKER_CONCURRENCY", "jobs one process runs at once"),
     ("ENGRAM_WORKER_HEARTBEAT_SECS", "seconds between worker heartbeats"),
@@ -152,7 +157,8 @@ fn parse_toml(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
     })?;
     let mut out = Vec::new();
     for (key, value) in table {
-        if !KNOWN_KEYS.iter().chain(auth::KEYS).chain(llm::KEYS).any(|(k, _)| *k == key) {
+        let mut known = KNOWN_KEYS.iter().chain(auth::KEYS).chain(llm::KEYS).chain(embedding::KEYS);
+        if !known.any(|(k, _)| *k == key) {
             return Err(ConfigError::new(
                 "engram.toml",
                 format!("unknown key {key}; use one of the names listed by `engram-api config`"),
@@ -280,6 +286,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub github_api_url: ConnectionUrl,
     pub llm: LlmConfig,
+    /// Where memory embeddings come from; no provider means the local model.
+    pub embedding: EmbeddingConfig,
     pub repo_cache_dir: PathBuf,
     pub max_repo_size_mb: u64,
     /// Schemes a memory repo's `repo_url` may use.
@@ -296,10 +304,19 @@ pub struct Config {
     pub system_schedules: bool,
     /// Federation requests per minute per API key (or per user for sessions).
     pub federation_rate_limit: u64,
+    pub memory_limits: MemoryLimits,
     pub request_timeout: Duration,
     pub log_level: String,
     pub log_format: LogFormat,
     pub worker: WorkerConfig,
+}
+
+/// Per-user limits of the costly semantic memory routes (AIBrain's defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryLimits {
+    pub search_per_minute: u64,
+    pub ingest_per_hour: u64,
+    pub import_per_hour: u64,
 }
 
 /// Defaults for job workers (in-process and `engram-worker`, whose flags override them).
@@ -395,6 +412,7 @@ impl Config {
                 DEFAULT_GITHUB_API_URL,
             )?,
             llm: LlmConfig::from_raw(raw)?,
+            embedding: EmbeddingConfig::from_raw(raw)?,
             repo_cache_dir,
             max_repo_size_mb: parse_number(raw, "MAX_REPO_SIZE_MB", 100, 1, 1_000_000)?,
             repo_url_schemes: parse_repo_url_schemes(raw.get("REPO_URL_SCHEMES").unwrap_or("https"))?,
@@ -415,6 +433,11 @@ impl Config {
             )?)
             .unwrap_or(30),
             federation_rate_limit: parse_number(raw, "FEDERATION_RATE_LIMIT", 600, 1, 10_000_000)?,
+            memory_limits: MemoryLimits {
+                search_per_minute: parse_number(raw, "MEMORY_SEARCH_RATE_LIMIT", 50, 1, 10_000_000)?,
+                ingest_per_hour: parse_number(raw, "MEMORY_INGEST_RATE_LIMIT", 20, 1, 10_000_000)?,
+                import_per_hour: parse_number(raw, "MEMORY_IMPORT_RATE_LIMIT", 5, 1, 10_000_000)?,
+            },
             request_timeout: Duration::from_secs(timeout_secs),
             log_level: raw.get("LOG_LEVEL").unwrap_or("info").to_string(),
             log_format,
@@ -498,6 +521,9 @@ impl Config {
             ("TOMBSTONE_RETENTION_DAYS", Some(self.tombstone_retention_days.to_string())),
             ("SYSTEM_SCHEDULES", Some(self.system_schedules.to_string())),
             ("FEDERATION_RATE_LIMIT", Some(self.federation_rate_limit.to_string())),
+            ("MEMORY_SEARCH_RATE_LIMIT", Some(self.memory_limits.search_per_minute.to_string())),
+            ("MEMORY_INGEST_RATE_LIMIT", Some(self.memory_limits.ingest_per_hour.to_string())),
+            ("MEMORY_IMPORT_RATE_LIMIT", Some(self.memory_limits.import_per_hour.to_string())),
             ("ENGRAM_REQUEST_TIMEOUT_SECS", Some(self.request_timeout.as_secs().to_string())),
             ("ENGRAM_WORKER_CONCURRENCY", Some(self.worker.concurrency.to_string())),
             ("ENGRAM_WORKER_HEARTBEAT_SECS", Some(self.worker.heartbeat_secs.to_string())),
@@ -514,6 +540,7 @@ impl Config {
         ];
         values.extend(self.auth.describe());
         values.extend(self.llm.describe());
+        values.extend(self.embedding.describe());
         values
             .into_iter()
             .map(|(key, value)| {

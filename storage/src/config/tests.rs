@@ -218,3 +218,84 @@ fn llm_limits_have_defaults_and_keys_are_masked() {
     let toml = parse_toml("LLM_MODEL = \"m\"\nLLM_MAX_RETRIES = 2\nOPENAI_API_KEY = \"sk\"").unwrap();
     assert_eq!(toml.len(), 3);
 }
+
+#[test]
+fn embeddings_are_local_unless_a_base_url_is_set() {
+    assert_eq!(config(&[]).unwrap().embedding.provider, None);
+    assert_eq!(
+        config(&[("OPENAI_API_KEY", "sk-openai")]).unwrap().embedding.provider,
+        None,
+        "an OpenAI key alone does not send memories to OpenAI"
+    );
+    for key in ["EMBEDDING_MODEL", "EMBEDDING_API_KEY", "EMBEDDING_DIMENSIONS"] {
+        assert_eq!(config(&[(key, "1")]).unwrap_err().key, key, "{key} needs EMBEDDING_BASE_URL");
+    }
+    let custom = config(&[
+        ("EMBEDDING_BASE_URL", "http://127.0.0.1:11434/v1/"),
+        ("EMBEDDING_MODEL", "nomic-embed-text"),
+        ("EMBEDDING_DIMENSIONS", "768"),
+        ("OPENAI_API_KEY", "sk-openai"),
+    ])
+    .unwrap()
+    .embedding
+    .provider
+    .unwrap();
+    assert_eq!((custom.model.as_str(), custom.dimensions), ("nomic-embed-text", Some(768)));
+    assert_eq!(custom.api_key, None, "the OpenAI key is not sent to another server");
+    let keyed =
+        config(&[("EMBEDDING_BASE_URL", "https://embed.internal/v1"), ("EMBEDDING_API_KEY", "ek")]).unwrap();
+    let keyed = keyed.embedding.provider.unwrap();
+    assert_eq!((keyed.api_key, keyed.dimensions), (Some(Secret::new("ek")), None));
+}
+
+#[test]
+fn openai_embeddings_default_the_model_and_borrow_the_openai_key() {
+    let provider = config(&[("EMBEDDING_BASE_URL", "https://api.openai.com/v1"), ("OPENAI_API_KEY", "sk-o")])
+        .unwrap()
+        .embedding
+        .provider
+        .unwrap();
+    assert_eq!(provider.model, DEFAULT_EMBEDDING_MODEL);
+    assert_eq!(provider.api_key, Some(Secret::new("sk-o")));
+    let own = config(&[
+        ("EMBEDDING_BASE_URL", "https://api.openai.com/v1"),
+        ("OPENAI_API_KEY", "sk-o"),
+        ("EMBEDDING_API_KEY", "sk-e"),
+    ])
+    .unwrap();
+    assert_eq!(own.embedding.provider.unwrap().api_key, Some(Secret::new("sk-e")));
+}
+
+#[test]
+fn bad_embedding_settings_name_their_variable_and_keys_are_masked() {
+    for (key, value) in [
+        ("EMBEDDING_BASE_URL", "ftp://embed.internal/v1"),
+        ("EMBEDDING_BASE_URL", "localhost:11434"),
+        ("EMBEDDING_BASE_URL", "https://api.openai.com/v1/embeddings"),
+        ("EMBEDDING_DIMENSIONS", "0"),
+        ("EMBEDDING_DIMENSIONS", "wide"),
+        ("EMBEDDING_DIMENSIONS", "100000"),
+    ] {
+        let mut pairs = vec![(key, value)];
+        if key != "EMBEDDING_BASE_URL" {
+            pairs.push(("EMBEDDING_BASE_URL", "https://api.openai.com/v1"));
+        }
+        let err = config(&pairs).unwrap_err();
+        assert_eq!(err.key, key, "{value}: {err}");
+        assert!(!err.to_string().contains('\n'));
+    }
+    let set =
+        config(&[("EMBEDDING_BASE_URL", "http://embed.internal/v1"), ("EMBEDDING_API_KEY", "embedkeyvalue")])
+            .unwrap();
+    let described = set.describe(&RawConfig::default());
+    let text = format!("{described:?} {set:?}");
+    assert!(!text.contains("embedkeyvalue"), "leaked: {text}");
+    assert!(text.contains("http://embed.internal/v1") && text.contains(DEFAULT_EMBEDDING_MODEL));
+    for (key, _) in embedding::KEYS {
+        assert!(described.iter().any(|(k, _, _)| k == key), "{key} is not described");
+    }
+    let local = config(&[]).unwrap().describe(&RawConfig::default());
+    assert!(local.iter().any(|(k, v, _)| k == "EMBEDDING_BASE_URL" && v.contains("local model")));
+    let toml = parse_toml("EMBEDDING_BASE_URL = \"http://e/v1\"\nEMBEDDING_DIMENSIONS = 384").unwrap();
+    assert_eq!(toml.len(), 2);
+}

@@ -22,6 +22,7 @@ mod federation;
 mod identity;
 mod jobs;
 mod kv;
+pub mod memories;
 mod memory_repos;
 mod millis;
 mod schedules;
@@ -49,6 +50,11 @@ pub use jobs::{
     AttemptOutcome, Job, JobFilter, JobStatus, JobStore, KindStats, LogLine, NewJob, PostgresJobs, SqliteJobs,
 };
 pub use kv::{Expect, KeyValueStore, PostgresKv, SqliteKv, Versioned};
+pub use memories::{
+    ChangePage as MemoryChangePage, ChangesFrom, Deleted, Inserted, ListFrom, Memory, MemoryChange,
+    MemoryFilter, MemoryPatch, MemoryScope, MemoryStore, MemoryType, NewMemory, PostgresMemories,
+    ScoredMemory, SqliteMemories,
+};
 pub use memory_repos::{
     MemoryRepoRecord, MemoryRepoStore, PostgresMemoryRepos, RepoStatus, SqliteMemoryRepos,
 };
@@ -191,6 +197,13 @@ impl Database {
         match self {
             Database::Sqlite(pool) => Arc::new(SqliteMemoryRepos::new(pool.clone())),
             Database::Postgres(pool) => Arc::new(PostgresMemoryRepos::new(pool.clone())),
+        }
+    }
+
+    pub fn memory_store(&self) -> Arc<dyn MemoryStore> {
+        match self {
+            Database::Sqlite(pool) => Arc::new(SqliteMemories::new(pool.clone())),
+            Database::Postgres(pool) => Arc::new(PostgresMemories::new(pool.clone())),
         }
     }
 

@@ -1,0 +1,165 @@
+//! Semantic memory jobs, acting for the job's owner: `ingest_conversation` (extract facts from
+//! a conversation and add, update or skip each) and `import_memories` (a large import, its
+//! checked items kept in the blob store under `imports/` until the job has stored them).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use storage::blob::{BlobKey, Condition};
+
+use super::{JobError, Kind, Policy};
+use crate::context::JobContext;
+use crate::llm::LlmClient;
+use crate::memories::import::{AsyncProgress, ImportItem};
+use crate::memories::ingest::{Action, IngestContext};
+use crate::memories::{Memories, MemoryError, memory_json};
+
+fn job_error(e: MemoryError) -> JobError {
+    match e {
+        MemoryError::InvalidVector(message) => JobError::Permanent(message),
+        MemoryError::Cancelled => JobError::Cancelled,
+        other => JobError::Failed(other.to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestPayload {
+    pub conversation_text: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub platform: Option<String>,
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+}
+
+pub struct IngestConversation {
+    pub memories: Arc<Memories>,
+    pub llm: Option<Arc<LlmClient>>,
+}
+
+#[async_trait]
+impl Kind for IngestConversation {
+    type Payload = IngestPayload;
+    const NAME: &'static str = "ingest_conversation";
+
+    fn policy(&self) -> Policy {
+        Policy { timeout: Duration::from_secs(300), max_attempts: 3, priority: 1, ..Policy::default() }
+    }
+
+    async fn run(&self, payload: IngestPayload, ctx: &JobContext) -> Result<Value, JobError> {
+        let context = IngestContext {
+            url: payload.url,
+            platform: payload.platform,
+            conversation_id: payload.conversation_id,
+            job_id: Some(ctx.job_id().to_string()),
+        };
+        let extractor = if self.llm.is_some() { "the LLM" } else { "the rule-based extractor" };
+        ctx.progress(10, format!("extracting facts with {extractor}")).await?;
+        let decisions = self
+            .memories
+            .ingest(ctx.owner(), &payload.conversation_text, &context, self.llm.as_deref())
+            .await
+            .map_err(job_error)?;
+        let count = |action| decisions.iter().filter(|d| d.action == action).count();
+        let (added, updated, skipped) =
+            (count(Action::Added), count(Action::Updated), count(Action::Skipped));
+        for decision in &decisions {
+            ctx.info(format!("{:?}: {} ({})", decision.action, decision.content, decision.reason));
+        }
+        let stored: Vec<Value> = decisions
+            .iter()
+            .filter(|d| d.action != Action::Skipped)
+            .filter_map(|d| d.memory.as_ref().map(memory_json))
+            .collect();
+        Ok(json!({
+            "success": true,
+            "count": stored.len(),
+            "memories": stored,
+            "message": format!(
+                "Extracted {} facts: {added} added, {updated} updated, {skipped} skipped as duplicates",
+                decisions.len()
+            ),
+            "decisions": decisions,
+        }))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportPayload {
+    /// Where the API put the checked items (a JSON array of `ImportItem`).
+    pub items_key: String,
+    pub total: usize,
+    #[serde(default)]
+    pub deduplicate: bool,
+}
+
+pub struct ImportMemories(pub Arc<Memories>);
+
+/// The blob key an import's items are kept under until its job is done: under a folder of
+/// the owner's, so a job can only read imports of its own owner.
+pub fn import_items_key(owner: &str, name: &str) -> String {
+    format!("{}{name}.json", owner_imports(owner))
+}
+
+fn owner_imports(owner: &str) -> String {
+    use sha2::Digest;
+    format!("imports/{}/", &hex::encode(sha2::Sha256::digest(owner.as_bytes()))[..32])
+}
+
+struct JobProgress<'a>(&'a JobContext);
+
+#[async_trait]
+impl AsyncProgress for JobProgress<'_> {
+    async fn report(&mut self, done: usize, total: usize) -> Result<(), MemoryError> {
+        let percent = (done * 100 / total.max(1)).min(99) as i32;
+        self.0
+            .progress(percent, format!("{done} of {total} stored"))
+            .await
+            .map_err(|_| MemoryError::Cancelled)
+    }
+}
+
+#[async_trait]
+impl Kind for ImportMemories {
+    type Payload = ImportPayload;
+    const NAME: &'static str = "import_memories";
+
+    fn policy(&self) -> Policy {
+        Policy { timeout: Duration::from_secs(3600), max_attempts: 3, ..Policy::default() }
+    }
+
+    async fn run(&self, payload: ImportPayload, ctx: &JobContext) -> Result<Value, JobError> {
+        if !payload.items_key.starts_with(&owner_imports(ctx.owner())) {
+            return Err(JobError::Permanent("items_key: must name an import of this job's owner".into()));
+        }
+        let key = BlobKey::parse(&payload.items_key).map_err(|e| JobError::Permanent(e.to_string()))?;
+        let blobs = ctx.backends().blobs.clone();
+        let Some(blob) = blobs.get(&key).await.map_err(|e| JobError::Failed(e.to_string()))? else {
+            return Err(JobError::Permanent(format!("the import's items ({}) are gone", payload.items_key)));
+        };
+        let items: Vec<ImportItem> = serde_json::from_slice(&blob.body)
+            .map_err(|e| JobError::Permanent(format!("the import's items do not parse: {e}")))?;
+        ctx.info(format!("importing {} memories", items.len()));
+        let outcome = self
+            .0
+            .import_in_chunks(ctx.owner(), items, payload.deduplicate, JobProgress(ctx))
+            .await
+            .map_err(job_error)?;
+        if let Err(e) = blobs.delete(&key, Condition::None).await {
+            ctx.warn(format!("could not remove the import's items {}: {e}", payload.items_key));
+        }
+        ctx.info(format!("imported {}, skipped {}", outcome.imported, outcome.skipped));
+        Ok(json!({
+            "success": true,
+            "imported": outcome.imported,
+            "skipped": outcome.skipped,
+            "total": payload.total,
+        }))
+    }
+}

@@ -1,0 +1,565 @@
+//! [`MemoryStore`] on PostgreSQL + pgvector: tags as `TEXT[]` (GIN), vectors in an
+//! unsized `vector` column with a partial HNSW index per dimension in use (cosine), searched
+//! with iterative index scans so owner and filter conditions do not lose recall; keyword
+//! search through the generated English `tsvector` column. Inserts of any size are one
+//! `UNNEST` statement, vectors travelling as one flat `real[]`.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::{FromRow, PgConnection, PgPool, Postgres, QueryBuilder};
+
+use super::query::content_key;
+use super::shared::{apply_patch, materialise, page_of};
+use super::{
+    ChangePage, ChangesFrom, Deleted, Inserted, ListFrom, Memory, MemoryChange, MemoryFilter, MemoryPatch,
+    MemoryScope, MemoryStore, MemoryType, NewMemory, ScoredMemory,
+};
+use crate::error::{StoreError, StoreResult};
+use crate::sql::millis::{from_millis, to_millis};
+
+/// The dimension the migration indexes (all-MiniLM-L6-v2's).
+const MIGRATED_DIMS: usize = 384;
+
+const COLUMNS: &str = "m.owner, m.id, m.content, m.memory_type, m.scope, m.source_url, m.source_platform, \
+     m.source_timestamp, m.source_conversation_id, m.confidence, m.access_count, m.tags, m.created_at, \
+     m.updated_at, m.valid_from, m.valid_to, m.superseded_by, m.provenance, m.seq";
+
+const NEXT_SEQS: &str = "INSERT INTO memory_owners (owner, seq) VALUES ($1, $2) \
+     ON CONFLICT (owner) DO UPDATE SET seq = memory_owners.seq + excluded.seq RETURNING seq";
+
+pub struct PostgresMemories {
+    pool: PgPool,
+    /// Dimensions whose HNSW index is known to exist.
+    indexed: Mutex<HashSet<usize>>,
+}
+
+impl PostgresMemories {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool, indexed: Mutex::new(HashSet::from([MIGRATED_DIMS])) }
+    }
+
+    /// Creates the partial HNSW index for vectors of `dims` unless it exists (under an
+    /// advisory lock, so replicas starting together do not race).
+    async fn ensure_vector_index(&self, dims: usize) -> StoreResult<()> {
+        if self.indexed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&dims) {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('memories_embedding_index'))")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE INDEX IF NOT EXISTS memories_embedding_{dims} ON memories \
+             USING hnsw ((embedding::vector({dims})) vector_cosine_ops) \
+             WHERE embedding_dims = {dims} AND valid_to IS NULL"
+        )))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.indexed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(dims);
+        Ok(())
+    }
+
+    async fn live_row(conn: &mut PgConnection, owner: &str, id: &str) -> StoreResult<Option<Memory>> {
+        let row: Option<MemoryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS}, m.embedding::real[] AS embedding FROM memories m \
+             WHERE m.owner = $1 AND m.id = $2 AND m.valid_to IS NULL FOR UPDATE"
+        )))
+        .bind(owner)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        row.map(MemoryRow::into_memory).transpose()
+    }
+
+    async fn next_seqs(conn: &mut PgConnection, owner: &str, count: i64) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(NEXT_SEQS).bind(owner).bind(count).fetch_one(&mut *conn).await?)
+    }
+}
+
+/// Appends `AND ...` conditions for `filter` on the alias `m`.
+fn push_filter(query: &mut QueryBuilder<Postgres>, filter: &MemoryFilter) {
+    if let Some(memory_type) = filter.memory_type {
+        query.push(" AND m.memory_type = ").push_bind(memory_type.as_str());
+    }
+    if let Some(scope) = filter.scope {
+        query.push(" AND m.scope = ").push_bind(scope.as_str());
+    }
+    if let Some(platform) = &filter.platform {
+        query.push(" AND m.source_platform = ").push_bind(platform.clone());
+    }
+    if !filter.tags_all.is_empty() {
+        query.push(" AND m.tags @> ").push_bind(filter.tags_all.clone());
+    }
+    if !filter.tags_any.is_empty() {
+        query.push(" AND m.tags && ").push_bind(filter.tags_any.clone());
+    }
+    if let Some(start) = filter.start {
+        query.push(" AND m.created_at >= ").push_bind(to_millis(start));
+    }
+    if let Some(end) = filter.end {
+        query.push(" AND m.created_at <= ").push_bind(to_millis(end));
+    }
+}
+
+#[derive(FromRow)]
+struct MemoryRow {
+    owner: String,
+    id: String,
+    content: String,
+    memory_type: String,
+    scope: String,
+    source_url: Option<String>,
+    source_platform: Option<String>,
+    source_timestamp: Option<i64>,
+    source_conversation_id: Option<String>,
+    confidence: Option<f64>,
+    access_count: i64,
+    tags: Vec<String>,
+    created_at: i64,
+    updated_at: i64,
+    valid_from: i64,
+    valid_to: Option<i64>,
+    superseded_by: Option<String>,
+    provenance: Option<Json<Value>>,
+    seq: i64,
+    embedding: Option<Vec<f32>>,
+}
+
+impl MemoryRow {
+    fn into_memory(self) -> StoreResult<Memory> {
+        let corrupt = |what: String| StoreError::backend("database", anyhow::anyhow!(what));
+        Ok(Memory {
+            memory_type: MemoryType::parse(&self.memory_type).ok_or_else(|| {
+                corrupt(format!("memory {} has unknown type {:?}", self.id, self.memory_type))
+            })?,
+            scope: MemoryScope::parse(&self.scope)
+                .ok_or_else(|| corrupt(format!("memory {} has unknown scope {:?}", self.id, self.scope)))?,
+            tags: self.tags,
+            provenance: self.provenance.map(|p| p.0),
+            embedding: self.embedding,
+            id: self.id,
+            owner: self.owner,
+            content: self.content,
+            source_url: self.source_url,
+            source_platform: self.source_platform,
+            source_timestamp: self.source_timestamp.map(from_millis),
+            source_conversation_id: self.source_conversation_id,
+            confidence: self.confidence,
+            access_count: self.access_count,
+            created_at: from_millis(self.created_at),
+            updated_at: from_millis(self.updated_at),
+            valid_from: from_millis(self.valid_from),
+            valid_to: self.valid_to.map(from_millis),
+            superseded_by: self.superseded_by,
+            seq: self.seq,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct ScoredRow {
+    #[sqlx(flatten)]
+    row: MemoryRow,
+    score: f64,
+}
+
+/// Inserts `memories` with one statement: every column an array, vectors one flat array
+/// sliced per row.
+async fn insert_rows(conn: &mut PgConnection, memories: &[Memory]) -> StoreResult<()> {
+    if memories.is_empty() {
+        return Ok(());
+    }
+    let mut flat: Vec<f32> = Vec::new();
+    let mut offsets: Vec<Option<i32>> = Vec::with_capacity(memories.len());
+    let mut dims: Vec<Option<i32>> = Vec::with_capacity(memories.len());
+    for memory in memories {
+        match &memory.embedding {
+            Some(vector) => {
+                offsets
+                    .push(Some(i32::try_from(flat.len()).map_err(|e| StoreError::backend("database", e))?));
+                dims.push(Some(vector.len() as i32));
+                flat.extend_from_slice(vector);
+            }
+            None => {
+                offsets.push(None);
+                dims.push(None);
+            }
+        }
+    }
+    let column =
+        |f: &dyn Fn(&Memory) -> Option<String>| memories.iter().map(f).collect::<Vec<Option<String>>>();
+    sqlx::query(
+        "INSERT INTO memories (owner, id, content, content_key, memory_type, scope, source_url, source_platform, \
+         source_timestamp, source_conversation_id, confidence, access_count, tags, created_at, updated_at, \
+         valid_from, valid_to, superseded_by, provenance, seq, embedding, embedding_dims) \
+         SELECT r.owner, r.id, r.content, r.content_key, r.memory_type, r.scope, r.source_url, r.source_platform, \
+         r.source_timestamp, r.source_conversation_id, r.confidence, r.access_count, \
+         ARRAY(SELECT jsonb_array_elements_text(r.tags::jsonb)), r.created_at, r.updated_at, r.valid_from, \
+         r.valid_to, r.superseded_by, r.provenance::jsonb, r.seq, \
+         CASE WHEN r.dims IS NULL THEN NULL ELSE ($21::real[])[r.off + 1 : r.off + r.dims]::vector END, r.dims \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+         $8::text[], $9::int8[], $10::text[], $11::float8[], $12::int8[], $13::text[], $14::int8[], $15::int8[], \
+         $16::int8[], $17::int8[], $18::text[], $19::text[], $20::int8[], $22::int4[], $23::int4[]) \
+         AS r(owner, id, content, content_key, memory_type, scope, source_url, source_platform, source_timestamp, \
+         source_conversation_id, confidence, access_count, tags, created_at, updated_at, valid_from, valid_to, \
+         superseded_by, provenance, seq, off, dims)",
+    )
+    .bind(memories.iter().map(|m| m.owner.clone()).collect::<Vec<_>>())
+    .bind(memories.iter().map(|m| m.id.clone()).collect::<Vec<_>>())
+    .bind(memories.iter().map(|m| m.content.clone()).collect::<Vec<_>>())
+    .bind(memories.iter().map(|m| content_key(&m.content)).collect::<Vec<_>>())
+    .bind(memories.iter().map(|m| m.memory_type.as_str().to_string()).collect::<Vec<_>>())
+    .bind(memories.iter().map(|m| m.scope.as_str().to_string()).collect::<Vec<_>>())
+    .bind(column(&|m| m.source_url.clone()))
+    .bind(column(&|m| m.source_platform.clone()))
+    .bind(memories.iter().map(|m| m.source_timestamp.map(to_millis)).collect::<Vec<_>>())
+    .bind(column(&|m| m.source_conversation_id.clone()))
+    .bind(memories.iter().map(|m| m.confidence).collect::<Vec<_>>())
+    .bind(memories.iter().map(|m| m.access_count).collect::<Vec<_>>())
+    .bind(memories.iter().map(|m| serde_json::to_string(&m.tags).unwrap_or_else(|_| "[]".into())).collect::<Vec<_>>())
+    .bind(memories.iter().map(|m| to_millis(m.created_at)).collect::<Vec<_>>())
+    .bind(memories.iter().map(|m| to_millis(m.updated_at)).collect::<Vec<_>>())
+    .bind(memories.iter().map(|m| to_millis(m.valid_from)).collect::<Vec<_>>())
+    .bind(memories.iter().map(|m| m.valid_to.map(to_millis)).collect::<Vec<_>>())
+    .bind(column(&|m| m.superseded_by.clone()))
+    .bind(column(&|m| m.provenance.as_ref().map(Value::to_string)))
+    .bind(memories.iter().map(|m| m.seq).collect::<Vec<_>>())
+    .bind(flat)
+    .bind(offsets)
+    .bind(dims)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl MemoryStore for PostgresMemories {
+    async fn insert(&self, owner: &str, memories: Vec<NewMemory>) -> StoreResult<Vec<Inserted>> {
+        if memories.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        let count = memories.len() as i64;
+        let last = Self::next_seqs(&mut tx, owner, count).await?;
+        let given: Vec<String> = memories.iter().filter_map(|m| m.id.clone()).collect();
+        let mut taken: HashSet<String> = if given.is_empty() {
+            HashSet::new()
+        } else {
+            sqlx::query_scalar("SELECT id FROM memories WHERE owner = $1 AND id = ANY($2)")
+                .bind(owner)
+                .bind(&given)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect()
+        };
+        let now = Utc::now();
+        let mut outcomes = Vec::with_capacity(memories.len());
+        let mut rows = Vec::with_capacity(memories.len());
+        for (offset, new) in memories.into_iter().enumerate() {
+            if let Some(id) = &new.id
+                && !taken.insert(id.clone())
+            {
+                outcomes.push(Inserted::ExistingId(id.clone()));
+                continue;
+            }
+            let memory = materialise(owner, new, last - count + 1 + offset as i64, now);
+            rows.push(memory.clone());
+            outcomes.push(Inserted::Created(Box::new(memory)));
+        }
+        insert_rows(&mut tx, &rows).await?;
+        let ids: Vec<String> = rows.iter().map(|m| m.id.clone()).collect();
+        sqlx::query("DELETE FROM memory_tombstones WHERE owner = $1 AND id = ANY($2)")
+            .bind(owner)
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn get(&self, owner: &str, id: &str, with_vector: bool) -> StoreResult<Option<Memory>> {
+        let vector = if with_vector { "m.embedding::real[]" } else { "NULL::real[]" };
+        let row: Option<MemoryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS}, {vector} AS embedding FROM memories m WHERE m.owner = $1 AND m.id = $2"
+        )))
+        .bind(owner)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(MemoryRow::into_memory).transpose()
+    }
+
+    async fn update(&self, owner: &str, id: &str, patch: MemoryPatch) -> StoreResult<Option<Memory>> {
+        let mut tx = self.pool.begin().await?;
+        // The owner's seq first: it serialises the owner's writes, so the row read next is
+        // the one this update replaces.
+        let seq = Self::next_seqs(&mut tx, owner, 1).await?;
+        let Some(current) = Self::live_row(&mut tx, owner, id).await? else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        if !patch.changes(&current) {
+            tx.rollback().await?;
+            return Ok(Some(Memory { embedding: None, ..current }));
+        }
+        let (next, history) = apply_patch(&current, patch, seq, Utc::now());
+        sqlx::query("DELETE FROM memories WHERE owner = $1 AND id = $2")
+            .bind(owner)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let rows: Vec<Memory> = history.into_iter().chain([next.clone()]).collect();
+        insert_rows(&mut tx, &rows).await?;
+        tx.commit().await?;
+        Ok(Some(Memory { embedding: None, ..next }))
+    }
+
+    async fn delete(&self, owner: &str, id: &str) -> StoreResult<Option<Deleted>> {
+        let mut tx = self.pool.begin().await?;
+        let seq = Self::next_seqs(&mut tx, owner, 1).await?;
+        let removed = sqlx::query("DELETE FROM memories WHERE owner = $1 AND (id = $2 OR superseded_by = $2) \
+                                   AND EXISTS (SELECT 1 FROM memories l WHERE l.owner = $1 AND l.id = $2 AND l.valid_to IS NULL)")
+            .bind(owner)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if removed.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let now = Utc::now();
+        sqlx::query(
+            "INSERT INTO memory_tombstones (owner, id, seq, deleted_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (owner, id) DO UPDATE SET seq = excluded.seq, deleted_at = excluded.deleted_at",
+        )
+        .bind(owner)
+        .bind(id)
+        .bind(seq)
+        .bind(to_millis(now))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(Deleted { id: id.to_string(), seq, deleted_at: now }))
+    }
+
+    async fn list(
+        &self,
+        owner: &str,
+        filter: &MemoryFilter,
+        from: &ListFrom,
+        limit: i64,
+    ) -> StoreResult<Vec<Memory>> {
+        let mut query = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {COLUMNS}, NULL::real[] AS embedding FROM memories m WHERE m.valid_to IS NULL AND m.owner = "
+        ));
+        query.push_bind(owner.to_string());
+        push_filter(&mut query, filter);
+        if let ListFrom::After { created_at, id } = from {
+            query.push(" AND (m.created_at, m.id) < (").push_bind(to_millis(*created_at)).push(", ");
+            query.push_bind(id.clone()).push(")");
+        }
+        query.push(" ORDER BY m.created_at DESC, m.id DESC LIMIT ").push_bind(limit);
+        if let ListFrom::Offset(offset) = from {
+            query.push(" OFFSET ").push_bind(*offset);
+        }
+        let rows = query.build_query_as::<MemoryRow>().fetch_all(&self.pool).await?;
+        rows.into_iter().map(MemoryRow::into_memory).collect()
+    }
+
+    async fn history(&self, owner: &str, id: &str) -> StoreResult<Vec<Memory>> {
+        let rows: Vec<MemoryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS}, NULL::real[] AS embedding FROM memories m WHERE m.owner = $1 AND m.superseded_by = $2 \
+             ORDER BY m.valid_to DESC, m.seq DESC"
+        )))
+        .bind(owner)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(MemoryRow::into_memory).collect()
+    }
+
+    async fn semantic(
+        &self,
+        owner: &str,
+        vector: &[f32],
+        filter: &MemoryFilter,
+        limit: i64,
+    ) -> StoreResult<Vec<ScoredMemory>> {
+        let dims = vector.len();
+        if dims == 0 || limit <= 0 {
+            return Ok(Vec::new());
+        }
+        self.ensure_vector_index(dims).await?;
+        let mut tx = self.pool.begin().await?;
+        // Iterative scans keep reading the index until `limit` rows pass the owner and filter
+        // conditions, instead of filtering one `ef_search`-sized batch and stopping short.
+        sqlx::query("SET LOCAL hnsw.iterative_scan = strict_order").execute(&mut *tx).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("SET LOCAL hnsw.ef_search = {}", limit.clamp(40, 1000))))
+            .execute(&mut *tx)
+            .await?;
+        let query_vector = format!("::real[]::vector({dims})");
+        let mut query =
+            QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS}, NULL::real[] AS embedding, "));
+        query.push(format!("(1 - (m.embedding::vector({dims}) <=> ")).push_bind(vector.to_vec());
+        query.push(format!("{query_vector}))::float8 AS score FROM memories m "));
+        // The literal conditions match the partial index's predicate, so the planner can use it.
+        query.push(format!("WHERE m.embedding_dims = {dims} AND m.valid_to IS NULL AND m.owner = "));
+        query.push_bind(owner.to_string());
+        push_filter(&mut query, filter);
+        query.push(format!(" ORDER BY m.embedding::vector({dims}) <=> ")).push_bind(vector.to_vec());
+        query.push(format!("{query_vector} LIMIT ")).push_bind(limit);
+        let rows = query.build_query_as::<ScoredRow>().fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        rows.into_iter().map(|r| Ok(ScoredMemory { score: r.score, memory: r.row.into_memory()? })).collect()
+    }
+
+    async fn keyword(
+        &self,
+        owner: &str,
+        terms: &[String],
+        filter: &MemoryFilter,
+        limit: i64,
+    ) -> StoreResult<Vec<ScoredMemory>> {
+        // Terms are letters and digits only, so joined with `|` they are a valid tsquery.
+        let terms: Vec<&String> = terms.iter().filter(|t| t.chars().all(char::is_alphanumeric)).collect();
+        if terms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tsquery = terms.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(" | ");
+        let mut query = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {COLUMNS}, NULL::real[] AS embedding, ts_rank(m.search, q, 1)::float8 AS score \
+             FROM memories m, to_tsquery('english', "
+        ));
+        query.push_bind(tsquery).push(") q WHERE m.search @@ q AND m.valid_to IS NULL AND m.owner = ");
+        query.push_bind(owner.to_string());
+        push_filter(&mut query, filter);
+        query.push(" ORDER BY score DESC, m.id LIMIT ").push_bind(limit);
+        let rows = query.build_query_as::<ScoredRow>().fetch_all(&self.pool).await?;
+        rows.into_iter().map(|r| Ok(ScoredMemory { score: r.score, memory: r.row.into_memory()? })).collect()
+    }
+
+    async fn record_access(&self, owner: &str, ids: &[String]) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("UPDATE memories SET access_count = access_count + 1 WHERE owner = $1 AND id = ANY($2)")
+            .bind(owner)
+            .bind(ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_embeddings(&self, owner: &str, vectors: Vec<(String, Vec<f32>)>) -> StoreResult<()> {
+        if vectors.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        let count = vectors.len() as i64;
+        let last = Self::next_seqs(&mut tx, owner, count).await?;
+        for (offset, (id, vector)) in vectors.into_iter().enumerate() {
+            sqlx::query(
+                "UPDATE memories SET embedding = $1::real[]::vector, embedding_dims = $2, seq = $3 \
+                 WHERE owner = $4 AND id = $5 AND valid_to IS NULL",
+            )
+            .bind(&vector)
+            .bind(vector.len() as i32)
+            .bind(last - count + 1 + offset as i64)
+            .bind(owner)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn changes(&self, owner: &str, from: ChangesFrom, limit: i64) -> StoreResult<ChangePage> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut *tx).await?;
+        let current: i64 = sqlx::query_scalar("SELECT seq FROM memory_owners WHERE owner = $1")
+            .bind(owner)
+            .fetch_optional(&mut *tx)
+            .await?
+            .unwrap_or(0);
+        let (condition, bound) = match from {
+            ChangesFrom::Seq(seq) => ("seq > $2", seq),
+            ChangesFrom::UpdatedAfter(at) => ("updated_at > $2", to_millis(at)),
+        };
+        let rows: Vec<MemoryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS}, NULL::real[] AS embedding FROM memories m WHERE m.owner = $1 AND m.valid_to IS NULL \
+             AND m.{condition} ORDER BY m.seq LIMIT $3"
+        )))
+        .bind(owner)
+        .bind(bound)
+        .bind(limit + 1)
+        .fetch_all(&mut *tx)
+        .await?;
+        let tombstone_condition = condition.replace("updated_at", "deleted_at");
+        let tombstones: Vec<(String, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT id, seq, deleted_at FROM memory_tombstones WHERE owner = $1 AND {tombstone_condition} \
+             ORDER BY seq LIMIT $3"
+        )))
+        .bind(owner)
+        .bind(bound)
+        .bind(limit + 1)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut changes = rows
+            .into_iter()
+            .map(|r| r.into_memory().map(|m| MemoryChange::Upserted(Box::new(m))))
+            .collect::<StoreResult<Vec<_>>>()?;
+        changes.extend(tombstones.into_iter().map(|(id, seq, at)| MemoryChange::Deleted {
+            id,
+            seq,
+            deleted_at: from_millis(at),
+        }));
+        Ok(page_of(changes, from, current, limit))
+    }
+
+    async fn export_page(
+        &self,
+        owner: &str,
+        after_id: Option<&str>,
+        limit: i64,
+        with_vectors: bool,
+    ) -> StoreResult<Vec<Memory>> {
+        let vector = if with_vectors { "m.embedding::real[]" } else { "NULL::real[]" };
+        let rows: Vec<MemoryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS}, {vector} AS embedding FROM memories m WHERE m.owner = $1 AND m.valid_to IS NULL \
+             AND m.id > $2 ORDER BY m.id LIMIT $3"
+        )))
+        .bind(owner)
+        .bind(after_id.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(MemoryRow::into_memory).collect()
+    }
+
+    async fn existing_contents(&self, owner: &str, contents: &[String]) -> StoreResult<Vec<String>> {
+        let keys: Vec<String> = contents.iter().map(|c| content_key(c)).collect();
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT content_key FROM memories WHERE owner = $1 AND valid_to IS NULL AND content_key = ANY($2)",
+        )
+        .bind(owner)
+        .bind(&keys)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn count(&self, owner: &str) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM memories WHERE owner = $1 AND valid_to IS NULL")
+            .bind(owner)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}
