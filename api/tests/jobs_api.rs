@@ -413,8 +413,16 @@ async fn redis_tasks_are_delivered_without_apalis_task_locks() {
     let metas: Vec<String> =
         redis::cmd("KEYS").arg(format!("{prefix}:noop:meta:*")).query_async(&mut redis).await.unwrap();
     assert_eq!(metas.len(), 1, "{metas:?}");
-    let meta: std::collections::HashMap<String, String> =
-        redis::cmd("HGETALL").arg(&metas[0]).query_async(&mut redis).await.unwrap();
+    // apalis acknowledges the task after Engram has recorded the job's end: wait for it.
+    let started = std::time::Instant::now();
+    let meta = loop {
+        let meta: std::collections::HashMap<String, String> =
+            redis::cmd("HGETALL").arg(&metas[0]).query_async(&mut redis).await.unwrap();
+        if meta.get("status").map(String::as_str) == Some("Done") || started.elapsed() > WITHIN {
+            break meta;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     assert_eq!(meta.get("status").map(String::as_str), Some("Done"), "{meta:?}");
     assert!(!meta.contains_key("locked_by"), "the task was locked: {meta:?}");
 }

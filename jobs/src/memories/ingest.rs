@@ -65,9 +65,8 @@ impl Memories {
         context: &IngestContext,
         llm: Option<&LlmClient>,
     ) -> Result<Vec<Decision>, MemoryError> {
-        let facts = extract_facts(llm, conversation)
-            .await
-            .map_err(|e| MemoryError::EmbeddingsUnavailable(format!("fact extraction failed: {e}")))?;
+        let facts =
+            extract_facts(llm, conversation).await.map_err(|e| MemoryError::Extraction(e.to_string()))?;
         let vectors = match self.embedder() {
             Some(_) if !facts.is_empty() => {
                 Some(self.embed(facts.iter().map(|f| f.content.clone()).collect()).await?)

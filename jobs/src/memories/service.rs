@@ -42,6 +42,9 @@ pub enum MemoryError {
     /// A vector a client sent does not fit (wrong length, not finite).
     #[error("{0}")]
     InvalidVector(String),
+    /// Extracting facts from a conversation failed (the LLM did not answer usably).
+    #[error("fact extraction failed: {0}")]
+    Extraction(String),
     /// The job doing the work was cancelled.
     #[error("cancelled")]
     Cancelled,
@@ -152,19 +155,20 @@ impl Memories {
         id: &str,
         mut patch: MemoryPatch,
     ) -> Result<Option<Memory>, MemoryError> {
+        let Some(current) = self.store.get(owner, id, false).await?.filter(|m| m.valid_to.is_none()) else {
+            return Ok(None);
+        };
         if let Some(content) = &patch.content
             && patch.embedding.is_none()
             && self.embedder.is_some()
+            && *content != current.content
         {
-            let current = self.store.get(owner, id, false).await?;
-            if current.is_some_and(|m| m.valid_to.is_none() && &m.content != content) {
-                patch.embedding = Some(self.embed(vec![content.clone()]).await?.remove(0));
-            }
+            patch.embedding = Some(self.embed(vec![content.clone()]).await?.remove(0));
         }
-        let before = self.store.get(owner, id, false).await?.map(|m| m.seq);
         let updated = self.store.update(owner, id, patch).await?;
+        // An update that changed nothing keeps the memory's sequence number and is no event.
         if let Some(memory) = &updated
-            && before != Some(memory.seq)
+            && memory.seq != current.seq
         {
             self.publish(owner, "MEMORY_UPDATED", Some(memory), &memory.id, memory.seq).await;
         }

@@ -89,6 +89,9 @@ impl From<MemoryError> for ApiError {
                 ApiError::new(ErrorCode::Unavailable, format!("embeddings are unavailable: {why}"))
             }
             MemoryError::InvalidVector(why) => invalid("embedding", why),
+            MemoryError::Extraction(why) => {
+                ApiError::new(ErrorCode::Unavailable, format!("fact extraction failed: {why}"))
+            }
             MemoryError::Cancelled => ApiError::new(ErrorCode::Conflict, "cancelled"),
         }
     }

@@ -1,0 +1,283 @@
+//! Semantic memory benchmark (not a test), over HTTP against a release `engram-api` on the
+//! embedded default and, when `DATABASE_URL` is set, on PostgreSQL + pgvector:
+//! - import rate with precomputed 384-d vectors (batches of 2,000, answered inline);
+//! - search latency p50/p95 at 10,000 and 100,000 memories in one user's account: semantic
+//!   with a precomputed query vector (no embedding), keyword, and hybrid from query text
+//!   (the query embedded by the local model, each query new so the cache never answers);
+//! - embedding throughput: single creates (one inline embedding each) and an import of
+//!   1,000 texts without vectors (an `import_memories` job, embedded in batches);
+//! - WebSocket fan-out: two sockets of the user, a change through REST, time until both hear.
+//!
+//! Run by `scripts/bench-memories.sh`, which builds the release binaries this drives.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use support::bin;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::connect_async;
+
+const DIMS: usize = 384;
+const BATCH: usize = 2_000;
+const SIZES: [usize; 2] = [10_000, 100_000];
+const QUERIES: usize = 200;
+
+struct Deployment {
+    url: String,
+    token: String,
+    client: reqwest::Client,
+    _api: Child,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(database_url: Option<&str>) -> Deployment {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut command = Command::new(bin("engram-api"));
+    command
+        .env_remove("DATABASE_URL")
+        .env("ENGRAM_DATA_DIR", dir.path())
+        .env("ENGRAM_BIND", format!("127.0.0.1:{port}"))
+        .env("MEMORY_SEARCH_RATE_LIMIT", "100000000")
+        .env("MEMORY_IMPORT_RATE_LIMIT", "100000000")
+        .env("REGISTER_RATE_LIMIT", "1000")
+        .env("ENGRAM_REQUEST_TIMEOUT_SECS", "600")
+        .env("LOG_LEVEL", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    if let Some(database_url) = database_url {
+        command.env("DATABASE_URL", database_url);
+    }
+    let api = command.spawn().expect("engram-api starts");
+    let anonymous = reqwest::Client::new();
+    while anonymous.get(format!("{url}/health")).send().await.is_err() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let email = format!("bench-{}@example.com", ulid::Ulid::generate().to_string().to_lowercase());
+    let registered: Value = anonymous
+        .post(format!("{url}/api/v1/auth/register"))
+        .json(&json!({"email": email, "password": "memories bench password"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = registered["token"].as_str().expect("registered").to_string();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+    let client = reqwest::Client::builder().default_headers(headers).build().unwrap();
+    Deployment { url, token, client, _api: api, _dir: dir }
+}
+
+/// A pseudo-random unit vector for `seed` (xorshift), rounded to 6 decimals.
+fn vector(seed: u64) -> Vec<f64> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let raw: Vec<f64> = (0..DIMS)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 2_000_001) as f64 / 1_000_000.0 - 1.0
+        })
+        .collect();
+    let norm = raw.iter().map(|v| v * v).sum::<f64>().sqrt();
+    raw.iter().map(|v| (v / norm * 1e6).round() / 1e6).collect()
+}
+
+const WORDS: [&str; 24] = [
+    "coffee",
+    "train",
+    "project",
+    "deadline",
+    "garden",
+    "python",
+    "rust",
+    "meeting",
+    "lisbon",
+    "cello",
+    "marathon",
+    "budget",
+    "invoice",
+    "kitchen",
+    "holiday",
+    "dentist",
+    "database",
+    "release",
+    "family",
+    "recipe",
+    "cinema",
+    "bicycle",
+    "insurance",
+    "passport",
+];
+
+fn sentence(i: usize) -> String {
+    let pick = |k: usize| WORDS[(i / k + k * 7) % WORDS.len()];
+    format!("Memory {i}: notes about the {} and the {} before the {}", pick(1), pick(3), pick(11))
+}
+
+async fn import(d: &Deployment, from: usize, to: usize) -> Duration {
+    let started = Instant::now();
+    for start in (from..to).step_by(BATCH) {
+        let items: Vec<Value> = (start..(start + BATCH).min(to))
+            .map(|i| json!({"id": format!("m{i:07}"), "content": sentence(i), "type": "fact", "embedding": vector(i as u64)}))
+            .collect();
+        let response = d
+            .client
+            .post(format!("{}/api/v1/memories/import", d.url))
+            .json(&json!({"memories": items}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let reply: Value = response.json().await.unwrap();
+        assert!(status.as_u16() == 201 && reply["imported"].as_u64().is_some(), "{status} {reply}");
+    }
+    started.elapsed()
+}
+
+fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
+    samples.sort();
+    let at =
+        |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)].as_secs_f64() * 1e3;
+    (at(0.5), at(0.95))
+}
+
+async fn search_latency(d: &Deployment, body: impl Fn(usize) -> Value) -> (f64, f64) {
+    let mut samples = Vec::with_capacity(QUERIES);
+    for q in 0..QUERIES {
+        let started = Instant::now();
+        let response =
+            d.client.post(format!("{}/api/v1/memories/search", d.url)).json(&body(q)).send().await.unwrap();
+        assert!(response.status().is_success(), "{}", response.text().await.unwrap());
+        response.bytes().await.unwrap();
+        samples.push(started.elapsed());
+    }
+    percentiles(samples)
+}
+
+async fn searches(d: &Deployment, label: &str, size: usize) {
+    let semantic = search_latency(
+        d,
+        |q| json!({"mode": "semantic", "limit": 10, "embedding": vector(1_000_000_000 + q as u64)}),
+    )
+    .await;
+    let keyword =
+        search_latency(d, |q| json!({"mode": "keyword", "limit": 10, "query": format!("{} {}", WORDS[q % 24], WORDS[(q / 24) % 24])}))
+            .await;
+    let hybrid = search_latency(d, |q| {
+        json!({"mode": "hybrid", "limit": 10, "query": format!("what about the {} near {} ({q})", WORDS[q % 24], WORDS[(q * 5) % 24])})
+    })
+    .await;
+    println!(
+        "{label}: {size} memories: semantic (vector given) p50 {:.1} ms p95 {:.1} ms; keyword p50 {:.1} ms p95 {:.1} ms; \
+         hybrid (query embedded) p50 {:.1} ms p95 {:.1} ms",
+        semantic.0, semantic.1, keyword.0, keyword.1, hybrid.0, hybrid.1
+    );
+}
+
+async fn embedding_throughput(d: &Deployment, label: &str) {
+    let mut singles = Vec::new();
+    for i in 0..50 {
+        let started = Instant::now();
+        let body = json!({"content": format!("single create number {i}: {}", sentence(i)), "type": "fact", "scope": "session"});
+        let response = d.client.post(format!("{}/api/v1/memories", d.url)).json(&body).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 201);
+        singles.push(started.elapsed());
+    }
+    let (p50, p95) = percentiles(singles);
+    let items: Vec<Value> = (0..1_000)
+        .map(|i| json!({"content": format!("bulk text {i}: {}", sentence(i * 13)), "type": "fact"}))
+        .collect();
+    let started = Instant::now();
+    let response = d
+        .client
+        .post(format!("{}/api/v1/memories/import", d.url))
+        .header("prefer", "respond-async")
+        .json(&json!({"memories": items}))
+        .send()
+        .await
+        .unwrap();
+    let accepted: Value = response.json().await.unwrap();
+    let job = accepted["job_id"].as_str().expect("a job").to_string();
+    loop {
+        let state: Value =
+            d.client.get(format!("{}/api/v1/jobs/{job}", d.url)).send().await.unwrap().json().await.unwrap();
+        match state["status"].as_str() {
+            Some("succeeded") => break,
+            Some("failed" | "dead" | "cancelled") => panic!("import job ended {state}"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let bulk = 1_000.0 / started.elapsed().as_secs_f64();
+    println!(
+        "{label}: create with inline embedding p50 {p50:.1} ms p95 {p95:.1} ms; bulk embedding {bulk:.0} texts/s"
+    );
+}
+
+async fn fan_out(d: &Deployment, label: &str) {
+    let url = format!("{}/api/v1/sync?token={}", d.url.replacen("http://", "ws://", 1), d.token);
+    let mut sockets = Vec::new();
+    for _ in 0..2 {
+        let (mut socket, _) = connect_async(&url).await.unwrap();
+        let connected = socket.next().await.unwrap().unwrap();
+        assert!(connected.to_text().unwrap().contains("CONNECTED"));
+        sockets.push(socket);
+    }
+    let mut samples = Vec::new();
+    for i in 0..100 {
+        let body = json!({"content": format!("fan-out {i}"), "type": "fact", "scope": "session", "generateEmbedding": false});
+        let started = Instant::now();
+        let response = d.client.post(format!("{}/api/v1/memories", d.url)).json(&body).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 201);
+        for socket in &mut sockets {
+            loop {
+                let message = socket.next().await.unwrap().unwrap();
+                if message.is_text() && message.to_text().unwrap().contains(&format!("fan-out {i}\"")) {
+                    break;
+                }
+            }
+        }
+        samples.push(started.elapsed());
+    }
+    let (p50, p95) = percentiles(samples);
+    println!(
+        "{label}: create → both sockets told: p50 {p50:.1} ms p95 {p95:.1} ms (REST round trip included)"
+    );
+}
+
+async fn run(label: &str, database_url: Option<&str>) {
+    let d = start(database_url).await;
+    let mut stored = 0;
+    for size in SIZES {
+        let took = import(&d, stored, size).await;
+        println!(
+            "{label}: imported {} memories with vectors in {:.1} s: {:.0}/s",
+            size - stored,
+            took.as_secs_f64(),
+            (size - stored) as f64 / took.as_secs_f64()
+        );
+        stored = size;
+        searches(&d, label, size).await;
+    }
+    embedding_throughput(&d, label).await;
+    fan_out(&d, label).await;
+}
+
+#[tokio::main]
+async fn main() {
+    api::install_tls_provider();
+    run("sqlite", None).await;
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        run("postgres", Some(&url)).await;
+    }
+}
