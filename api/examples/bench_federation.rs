@@ -9,15 +9,13 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use support::bin;
+use support::{Deployment, start};
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
 
 const SECONDS: u64 = 5;
 const AGENTS: usize = 3;
@@ -54,55 +52,6 @@ fn summary(agent: usize, round: usize, hashes: &[String]) -> Value {
     let timestamp = chrono::DateTime::UNIX_EPOCH + chrono::Duration::seconds(1_700_000_000 + round as i64);
     json!({"summary": {"agent_id": format!("agent-{agent}"), "timestamp": timestamp, "topic_counts": topics,
         "fact_hashes": hashes, "metadata": {"version": "bench"}}})
-}
-
-struct Deployment {
-    url: String,
-    client: reqwest::Client,
-    _api: Child,
-    _dir: tempfile::TempDir,
-}
-
-async fn start(database_url: Option<&str>) -> Deployment {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut command = Command::new(bin("engram-api"));
-    command
-        .env_remove("DATABASE_URL")
-        .env("ENGRAM_DATA_DIR", dir.path())
-        .env("ENGRAM_BIND", format!("127.0.0.1:{port}"))
-        .env("FEDERATION_RATE_LIMIT", "10000000")
-        .env("REGISTER_RATE_LIMIT", "1000")
-        .env("LOG_LEVEL", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    if let Some(database_url) = database_url {
-        command.env("DATABASE_URL", database_url);
-    }
-    let api = command.spawn().expect("engram-api starts");
-    let anonymous = reqwest::Client::new();
-    while anonymous.get(format!("{url}/health")).send().await.is_err() {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // A fresh account per run: its own federation, also in a database that outlives the run.
-    let email = format!("bench-{}@example.com", ulid::Ulid::generate().to_string().to_lowercase());
-    let registered: Value = anonymous
-        .post(format!("{url}/api/v1/auth/register"))
-        .json(&json!({"email": email, "password": "federation bench password"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let mut headers = reqwest::header::HeaderMap::new();
-    let bearer = format!("Bearer {}", registered["token"].as_str().expect("registered"));
-    headers.insert(reqwest::header::AUTHORIZATION, bearer.parse().unwrap());
-    let client = reqwest::Client::builder().default_headers(headers).build().unwrap();
-    Deployment { url, client, _api: api, _dir: dir }
 }
 
 async fn push(d: &Deployment, body: &Value) -> Duration {
@@ -163,7 +112,7 @@ where
 
 async fn run(name: &str, database_url: Option<&str>) {
     println!("{name}:");
-    let d = Arc::new(start(database_url).await);
+    let d = Arc::new(start(database_url, &[("FEDERATION_RATE_LIMIT", "10000000")]).await);
     let pools: Arc<Vec<Vec<String>>> =
         Arc::new((0..AGENTS).map(|agent| pool(agent, HASHES + CYCLE * CHURN)).collect());
     for agent in 0..AGENTS {

@@ -13,70 +13,17 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-use support::bin;
-use tokio::process::{Child, Command};
+use support::{Deployment, start};
 use tokio_tungstenite::connect_async;
 
 const DIMS: usize = 384;
 const BATCH: usize = 2_000;
 const SIZES: [usize; 2] = [10_000, 100_000];
 const QUERIES: usize = 200;
-
-struct Deployment {
-    url: String,
-    token: String,
-    client: reqwest::Client,
-    _api: Child,
-    _dir: tempfile::TempDir,
-}
-
-async fn start(database_url: Option<&str>) -> Deployment {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut command = Command::new(bin("engram-api"));
-    command
-        .env_remove("DATABASE_URL")
-        .env("ENGRAM_DATA_DIR", dir.path())
-        .env("ENGRAM_BIND", format!("127.0.0.1:{port}"))
-        .env("MEMORY_SEARCH_RATE_LIMIT", "100000000")
-        .env("MEMORY_IMPORT_RATE_LIMIT", "100000000")
-        .env("REGISTER_RATE_LIMIT", "1000")
-        .env("ENGRAM_REQUEST_TIMEOUT_SECS", "600")
-        .env("LOG_LEVEL", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    if let Some(database_url) = database_url {
-        command.env("DATABASE_URL", database_url);
-    }
-    let api = command.spawn().expect("engram-api starts");
-    let anonymous = reqwest::Client::new();
-    while anonymous.get(format!("{url}/health")).send().await.is_err() {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let email = format!("bench-{}@example.com", ulid::Ulid::generate().to_string().to_lowercase());
-    let registered: Value = anonymous
-        .post(format!("{url}/api/v1/auth/register"))
-        .json(&json!({"email": email, "password": "memories bench password"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = registered["token"].as_str().expect("registered").to_string();
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
-    let client = reqwest::Client::builder().default_headers(headers).build().unwrap();
-    Deployment { url, token, client, _api: api, _dir: dir }
-}
 
 /// A pseudo-random unit vector for `seed` (xorshift), rounded to 6 decimals.
 fn vector(seed: u64) -> Vec<f64> {
@@ -256,7 +203,12 @@ async fn fan_out(d: &Deployment, label: &str) {
 }
 
 async fn run(label: &str, database_url: Option<&str>) {
-    let d = start(database_url).await;
+    let limits = [
+        ("MEMORY_SEARCH_RATE_LIMIT", "100000000"),
+        ("MEMORY_IMPORT_RATE_LIMIT", "100000000"),
+        ("ENGRAM_REQUEST_TIMEOUT_SECS", "600"),
+    ];
+    let d = start(database_url, &limits).await;
     let mut stored = 0;
     for size in SIZES {
         let took = import(&d, stored, size).await;
