@@ -204,8 +204,8 @@ async fn fan_out(d: &Deployment, label: &str) {
 
 async fn run(label: &str, database_url: Option<&str>) {
     let limits = [
-        ("MEMORY_SEARCH_RATE_LIMIT", "100000000"),
-        ("MEMORY_IMPORT_RATE_LIMIT", "100000000"),
+        ("MEMORY_SEARCH_RATE_LIMIT", "10000000"),
+        ("MEMORY_IMPORT_RATE_LIMIT", "10000000"),
         ("ENGRAM_REQUEST_TIMEOUT_SECS", "600"),
     ];
     let d = start(database_url, &limits).await;

@@ -53,9 +53,12 @@ pub async fn start(database_url: Option<&str>, env: &[(&str, &str)]) -> Deployme
     if let Some(database_url) = database_url {
         command.env("DATABASE_URL", database_url);
     }
-    let api = command.spawn().expect("engram-api starts");
+    let mut api = command.spawn().expect("engram-api starts");
     let anonymous = reqwest::Client::new();
     while anonymous.get(format!("{url}/health")).send().await.is_err() {
+        if let Some(status) = api.try_wait().unwrap() {
+            panic!("engram-api exited before answering ({status}); its error is above");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let email = format!("bench-{}@example.com", ulid::Ulid::generate().to_string().to_lowercase());
