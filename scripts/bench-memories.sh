@@ -5,6 +5,7 @@
 # and, when DATABASE_URL is set, on that PostgreSQL + pgvector too. Figures go to the README.
 #   scripts/bench-memories.sh
 #   DATABASE_URL=postgres://... scripts/bench-memories.sh
+#   DATABASE_URL=postgres://... scripts/bench-memories.sh postgres   (PostgreSQL only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ENGRAM_MODEL_DIR="${ENGRAM_MODEL_DIR:-$(scripts/install-model.sh)}"

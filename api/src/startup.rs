@@ -28,9 +28,9 @@ impl Application {
         let services = jobs::Services::new(&config, &backends, jwt_secret.expose())?;
         let job_system = jobs::JobSystem::connect(&backends, &queue, &services).await?;
         if config.system_schedules {
-            jobs::kinds::ensure_blob_schedules(&job_system.engine)
+            jobs::kinds::ensure_upkeep_schedules(&job_system.engine)
                 .await
-                .context("cannot schedule the blob sync upkeep jobs")?;
+                .context("cannot schedule the upkeep jobs")?;
         }
         let listener = TcpListener::bind(config.bind)
             .await

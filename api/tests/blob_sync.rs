@@ -521,6 +521,10 @@ async fn start_up_schedules_the_upkeep_jobs_once() {
         .map(|s| (s["kind"].as_str().unwrap().to_string(), s["cron"].as_str().unwrap().to_string()))
         .collect();
     kinds.sort();
-    let expected = [("blob_repair", "*/10 * * * *"), ("tombstone_gc", "17 3 * * *")];
+    let expected = [
+        ("blob_repair", "*/10 * * * *"),
+        ("index_memory_vectors", "*/5 * * * *"),
+        ("tombstone_gc", "17 3 * * *"),
+    ];
     assert_eq!(kinds, expected.map(|(k, c)| (k.to_string(), c.to_string())), "{schedules}");
 }

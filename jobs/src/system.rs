@@ -15,8 +15,8 @@ use crate::delivery::{Delivery, DeliveryTask, QueueBackend};
 use crate::engine::JobEngine;
 use crate::events::{CANCEL_TOPIC, CancelRequest};
 use crate::kinds::{
-    BlobRepair, CommitSession, ImportMemories, IngestConversation, Noop, ProcessSession, RebuildIndex,
-    Registry, RepoSync, TombstoneGc,
+    BlobRepair, CommitSession, ImportMemories, IndexMemoryVectors, IngestConversation, Noop, ProcessSession,
+    RebuildIndex, Registry, RepoSync, TombstoneGc,
 };
 use crate::logs::LogWriter;
 use crate::runner::{Runner, RunnerParts, RunningJobs};
@@ -38,6 +38,7 @@ pub fn all_kinds(services: &Services) -> Registry {
         .with(RebuildIndex(memory.clone()))
         .with(IngestConversation { memories: services.memories.clone(), llm: services.llm.clone() })
         .with(ImportMemories(services.memories.clone()))
+        .with(IndexMemoryVectors(services.memories.clone()))
 }
 
 /// How a worker runtime behaves.

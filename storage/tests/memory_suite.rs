@@ -10,8 +10,8 @@ use serde_json::json;
 use storage::config::{Config, DatabaseConfig, RawConfig};
 use storage::sql::memories::keyword_terms as terms;
 use storage::sql::{
-    ChangesFrom, Database, Inserted, ListFrom, Memory, MemoryChange, MemoryFilter, MemoryPatch, MemoryScope,
-    MemoryStore, MemoryType, NewMemory,
+    BACKLOG_FROM_VECTORS, ChangesFrom, Database, Inserted, ListFrom, Memory, MemoryChange, MemoryFilter,
+    MemoryPatch, MemoryScope, MemoryStore, MemoryType, NewMemory,
 };
 
 macro_rules! memory_suite {
@@ -21,7 +21,8 @@ macro_rules! memory_suite {
                 lists_filter_and_page_by_offset_and_cursor, semantic_search_ranks_by_cosine_within_the_filter,
                 semantic_search_follows_updates_and_deletes, keyword_search_stems_and_skips_history,
                 the_change_feed_pages_and_reports_deletes, inserts_are_idempotent_on_client_ids,
-                concurrent_writers_get_distinct_sequence_numbers);
+                concurrent_writers_get_distinct_sequence_numbers,
+                bulk_inserts_are_searchable_before_and_after_their_vectors_are_indexed);
         }
     };
     (@cases $open:path; $($case:ident),*) => {
@@ -301,7 +302,10 @@ async fn semantic_search_follows_updates_and_deletes(store: Arc<dyn MemoryStore>
         store.semantic("gina", &direction(1, 0.0), &MemoryFilter::default(), 5).await.unwrap().is_empty(),
         "changed content without a new vector drops the old vector"
     );
-    store.set_embeddings("gina", vec![(b.id.clone(), direction(5, 0.0))]).await.unwrap();
+    store
+        .update("gina", &b.id, MemoryPatch { embedding: Some(direction(5, 0.0)), ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(top(store.clone(), 5).await, b.id);
 }
 
@@ -446,4 +450,110 @@ async fn concurrent_writers_get_distinct_sequence_numbers(store: Arc<dyn MemoryS
     let seqs: HashSet<i64> = feed.changes.iter().map(MemoryChange::seq).collect();
     assert_eq!(seqs.len(), 80);
     assert_eq!(feed.cursor, *seqs.iter().max().unwrap());
+}
+
+/// A pseudo-random unit vector in 16 dimensions (xorshift from `seed`).
+fn scattered(seed: u64) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let raw: Vec<f32> = (0..16)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect();
+    let norm = raw.iter().map(|v| v * v).sum::<f32>().sqrt();
+    raw.iter().map(|v| v / norm).collect()
+}
+
+/// `count` memories `"<prefix> i"` with scattered vectors, every even one tagged `even`.
+fn bulk(prefix: &str, count: usize) -> Vec<NewMemory> {
+    (0..count)
+        .map(|i| NewMemory {
+            embedding: Some(scattered(i as u64)),
+            tags: if i % 2 == 0 { vec!["even".into()] } else { Vec::new() },
+            ..new(&format!("{prefix} {i}"))
+        })
+        .collect()
+}
+
+async fn bulk_inserts_are_searchable_before_and_after_their_vectors_are_indexed(store: Arc<dyn MemoryStore>) {
+    let count = BACKLOG_FROM_VECTORS + 50;
+    let inserted = store.insert("kira", bulk("bulk", count)).await.unwrap();
+    let bulk_ids: Vec<String> = inserted
+        .iter()
+        .map(|i| match i {
+            Inserted::Created(m) => m.id.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    create(&store, "kira", NewMemory { embedding: Some(scattered(9_999)), ..new("single") }).await;
+    create(&store, "lars", NewMemory { embedding: Some(scattered(3)), ..new("someone else's") }).await;
+    store.delete("kira", &bulk_ids[7]).await.unwrap();
+
+    // The expected answers, by brute force over what kira has.
+    let mut vectors: Vec<(String, Vec<f32>)> =
+        (0..count).filter(|&i| i != 7).map(|i| (format!("bulk {i}"), scattered(i as u64))).collect();
+    vectors.push(("single".into(), scattered(9_999)));
+    let exact = |query: &[f32], even_only: bool| -> Vec<String> {
+        let mut scored: Vec<(f32, &String)> = vectors
+            .iter()
+            .filter(|(content, _)| {
+                !even_only
+                    || content.strip_prefix("bulk ").is_some_and(|i| i.parse::<usize>().unwrap() % 2 == 0)
+            })
+            .map(|(content, v)| (v.iter().zip(query).map(|(a, b)| a * b).sum(), content))
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        scored.into_iter().take(5).map(|(_, content)| content.clone()).collect()
+    };
+    let even = MemoryFilter { tags_all: vec!["even".into()], ..Default::default() };
+    let check = |stage: &'static str| {
+        let store = store.clone();
+        let exact = &exact;
+        let even = even.clone();
+        async move {
+            for seed in [7u64, 5_000, 5_001, 5_002, 9_999] {
+                let query = scattered(seed);
+                for (filter, even_only) in [(MemoryFilter::default(), false), (even.clone(), true)] {
+                    let hits = store.semantic("kira", &query, &filter, 5).await.unwrap();
+                    let found: Vec<String> = hits.iter().map(|h| h.memory.content.clone()).collect();
+                    assert_eq!(
+                        found,
+                        exact(&query, even_only),
+                        "{stage}: query {seed}, even only {even_only}"
+                    );
+                }
+            }
+        }
+    };
+    check("before indexing").await;
+    let pending = store.backlog("kira").await.unwrap();
+    assert_eq!(store.index_backlog(Some("kira"), 1_000_000).await.unwrap(), pending as u64);
+    assert_eq!(store.backlog("kira").await.unwrap(), 0);
+    assert_eq!(store.index_backlog(None, 1_000_000).await.unwrap(), 0, "nothing is left for anyone");
+    check("after indexing").await;
+}
+
+/// PostgreSQL leaves a bulk insert's vectors to the backlog; draining it goes by owner and
+/// by batch, and never touches a row twice.
+#[tokio::test]
+async fn postgres_bulk_vectors_wait_for_the_index_owner_by_owner() {
+    let Some(store) = open_postgres().await else { return };
+    let count = BACKLOG_FROM_VECTORS + 1;
+    store.insert("mia", bulk("mia", count)).await.unwrap();
+    store.insert("noor", bulk("noor", count)).await.unwrap();
+    store.insert("noor", bulk("few", BACKLOG_FROM_VECTORS)).await.unwrap();
+    assert_eq!(store.backlog("mia").await.unwrap(), count as i64);
+    assert_eq!(
+        store.backlog("noor").await.unwrap(),
+        count as i64,
+        "a small insert goes straight into the index"
+    );
+    assert_eq!(store.index_backlog(Some("mia"), 60).await.unwrap(), 60);
+    assert_eq!(store.backlog("mia").await.unwrap(), count as i64 - 60);
+    assert_eq!(store.backlog("noor").await.unwrap(), count as i64);
+    assert_eq!(store.index_backlog(None, 1_000_000).await.unwrap(), (2 * count - 60) as u64);
+    assert_eq!(store.backlog("mia").await.unwrap() + store.backlog("noor").await.unwrap(), 0);
 }

@@ -1,6 +1,7 @@
 //! Semantic memory jobs, acting for the job's owner: `ingest_conversation` (extract facts from
-//! a conversation and add, update or skip each) and `import_memories` (a large import, its
-//! checked items kept in the blob store under `imports/` until the job has stored them).
+//! a conversation and add, update or skip each), `import_memories` (a large import, its
+//! checked items kept in the blob store under `imports/` until the job has stored them) and
+//! `index_memory_vectors` (moving vectors a bulk insert left outside the vector index into it).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use storage::blob::{BlobKey, Condition};
 
-use super::{JobError, Kind, Policy};
+use super::{JobError, Kind, Policy, SYSTEM_OWNER};
 use crate::context::JobContext;
 use crate::llm::LlmClient;
 use crate::memories::import::{AsyncProgress, ImportItem};
@@ -155,11 +156,59 @@ impl Kind for ImportMemories {
             ctx.warn(format!("could not remove the import's items {}: {e}", payload.items_key));
         }
         ctx.info(format!("imported {}, skipped {}", outcome.imported, outcome.skipped));
+        let indexed = index_vectors(&self.0, Some(ctx.owner()), ctx).await?;
         Ok(json!({
             "success": true,
             "imported": outcome.imported,
             "skipped": outcome.skipped,
             "total": payload.total,
+            "indexed": indexed,
         }))
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexVectorsPayload {}
+
+/// Drains the vector backlog: the owner's, or everyone's when the platform runs it (the
+/// schedule catching what a failed job left).
+pub struct IndexMemoryVectors(pub Arc<Memories>);
+
+#[async_trait]
+impl Kind for IndexMemoryVectors {
+    type Payload = IndexVectorsPayload;
+    const NAME: &'static str = "index_memory_vectors";
+
+    fn policy(&self) -> Policy {
+        // Each batch commits, so a timed-out attempt leaves less for the next.
+        Policy { timeout: Duration::from_secs(1800), ..Policy::default() }
+    }
+
+    async fn run(&self, _payload: IndexVectorsPayload, ctx: &JobContext) -> Result<Value, JobError> {
+        let owner = (ctx.owner() != SYSTEM_OWNER).then(|| ctx.owner());
+        let indexed = index_vectors(&self.0, owner, ctx).await?;
+        Ok(json!({"indexed": indexed}))
+    }
+}
+
+/// Vectors moved into the index per transaction.
+const INDEX_BATCH: i64 = 500;
+
+async fn index_vectors(memories: &Memories, owner: Option<&str>, ctx: &JobContext) -> Result<u64, JobError> {
+    let mut indexed = 0;
+    loop {
+        ctx.check_cancelled()?;
+        let moved = memories
+            .store
+            .index_backlog(owner, INDEX_BATCH)
+            .await
+            .map_err(|e| JobError::Failed(e.to_string()))?;
+        if moved == 0 {
+            break;
+        }
+        indexed += moved;
+        ctx.info(format!("{indexed} vectors moved into the index"));
+    }
+    Ok(indexed)
 }

@@ -16,10 +16,13 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub use git_memory::{CommitSession, ProcessSession, RebuildIndex, RepoSync};
-pub use memories::{ImportMemories, ImportPayload, IngestConversation, IngestPayload, import_items_key};
+pub use memories::{
+    ImportMemories, ImportPayload, IndexMemoryVectors, IndexVectorsPayload, IngestConversation,
+    IngestPayload, import_items_key,
+};
 pub use noop::{EFFECTS_NAMESPACE, Noop, NoopPayload};
 pub use tombstone_gc::{
-    BlobRepair, BlobRepairPayload, SYSTEM_OWNER, TombstoneGc, TombstoneGcPayload, ensure_blob_schedules,
+    BlobRepair, BlobRepairPayload, SYSTEM_OWNER, TombstoneGc, TombstoneGcPayload, ensure_upkeep_schedules,
 };
 
 use crate::context::JobContext;

@@ -1,7 +1,8 @@
 //! Blob sync upkeep: `tombstone_gc` purges tombstones (and their kept versions) older than
 //! the retention, so deleted paths stop appearing in sync indexes once every client has had
 //! time to see the delete; `blob_repair` settles writes whose process died between the blob
-//! store and the index. Both are scheduled at start-up (`ensure_blob_schedules`).
+//! store and the index. Both are scheduled at start-up (`ensure_upkeep_schedules`), with the
+//! sweep of the memory vector backlog.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,10 +82,16 @@ impl Kind for BlobRepair {
     }
 }
 
-/// Schedules `tombstone_gc` daily and `blob_repair` every ten minutes, once per deployment.
-pub async fn ensure_blob_schedules(engine: &crate::engine::JobEngine) -> anyhow::Result<()> {
+/// Schedules `tombstone_gc` daily, `blob_repair` every ten minutes and a sweep of the memory
+/// vector backlog every five, once per deployment.
+pub async fn ensure_upkeep_schedules(engine: &crate::engine::JobEngine) -> anyhow::Result<()> {
     let existing = engine.schedules.list(Some(SYSTEM_OWNER)).await?;
-    for (kind, cron) in [(TombstoneGc::NAME, "17 3 * * *"), (BlobRepair::NAME, "*/10 * * * *")] {
+    let schedules = [
+        (TombstoneGc::NAME, "17 3 * * *"),
+        (BlobRepair::NAME, "*/10 * * * *"),
+        (super::IndexMemoryVectors::NAME, "*/5 * * * *"),
+    ];
+    for (kind, cron) in schedules {
         if !existing.iter().any(|s| s.kind == kind) {
             engine.create_schedule(SYSTEM_OWNER, kind, json!({}), cron, "UTC", false).await?;
         }

@@ -51,7 +51,10 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
     ("BLOB_MAX_MB", "largest blob-sync file accepted (at most ENGRAM_BODY_LIMIT_MB applies too)"),
     ("BLOB_VERSIONS", "versions kept per blob-sync path, the current one included"),
     ("TOMBSTONE_RETENTION_DAYS", "days a blob-sync tombstone is kept before tombstone_gc purges it"),
-    ("SYSTEM_SCHEDULES", "create the platform's upkeep schedules (tombstone_gc, blob_repair) at start"),
+    (
+        "SYSTEM_SCHEDULES",
+        "create the platform's upkeep schedules (tombstone_gc, blob_repair, index_memory_vectors) at start",
+    ),
     ("FEDERATION_RATE_LIMIT", "federation requests (push, pull, agents) per minute per API key or user"),
     ("MEMORY_SEARCH_RATE_LIMIT", "memory searches per minute per user"),
     ("MEMORY_INGEST_RATE_LIMIT", "conversation ingests per hour per user"),

@@ -9,7 +9,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use jobs::kinds::{ImportMemories, IngestConversation, Kind, import_items_key};
+use jobs::engine::Submit;
+use jobs::kinds::{ImportMemories, IndexMemoryVectors, IngestConversation, Kind, import_items_key};
 use jobs::memories::import::NoProgress;
 use jobs::memories::{change_json, decode_cursor, encode_cursor, memory_json};
 use serde_json::{Value, json};
@@ -69,6 +70,7 @@ pub async fn import(
         if service.embedder().is_some() { items.iter().filter(|i| i.embedding.is_none()).count() } else { 0 };
     if items.len() <= INLINE_ITEMS && to_embed <= INLINE_EMBEDS && !prefers_async(&headers) {
         let outcome = service.import_in_chunks(&caller.user.id, items, deduplicate, NoProgress).await?;
+        index_backlog_later(&state, &caller).await?;
         let body = json!({"success": true, "imported": outcome.imported, "skipped": outcome.skipped});
         return Ok((StatusCode::CREATED, Json(body)).into_response());
     }
@@ -85,6 +87,25 @@ pub async fn import(
         }
         Waited::Accepted(response) => response,
     })
+}
+
+/// Queues an `index_memory_vectors` job when the import left vectors outside the index (the
+/// schedule's sweep catches any this misses).
+async fn index_backlog_later(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
+    if memories(state).store.backlog(&caller.user.id).await? == 0 {
+        return Ok(());
+    }
+    let submit = Submit {
+        kind: IndexMemoryVectors::NAME.to_string(),
+        payload: json!({}),
+        owner: caller.user.id.clone(),
+        run_at: None,
+        priority: None,
+        idempotency_key: None,
+        parent_id: None,
+    };
+    state.engine.submit(submit).await?;
+    Ok(())
 }
 
 #[utoipa::path(get, path = "/api/v1/memories/export", tag = "memories", params(ExportParams),

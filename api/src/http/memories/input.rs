@@ -79,9 +79,14 @@ fn check_optional(field: &str, value: Option<String>, max: usize) -> Result<Opti
     }
 }
 
+/// A memory's content: 1 to [`MAX_CONTENT_CHARS`] characters, not only whitespace.
 fn check_content(field: &str, content: &str) -> Result<(), ApiError> {
-    check_text(field, content, 1, MAX_CONTENT_CHARS)?;
-    if content.trim().is_empty() {
+    check_not_blank(field, content, MAX_CONTENT_CHARS)
+}
+
+fn check_not_blank(field: &str, text: &str, max_chars: usize) -> Result<(), ApiError> {
+    check_text(field, text, 1, max_chars)?;
+    if text.trim().is_empty() {
         return Err(invalid(field, "must not be blank"));
     }
     Ok(())
@@ -371,7 +376,7 @@ pub struct IngestContextBody {
 impl IngestBody {
     /// The `ingest_conversation` job payload.
     pub fn into_payload(self) -> Result<Value, ApiError> {
-        check_content_len("conversationText", &self.conversation_text)?;
+        check_not_blank("conversationText", &self.conversation_text, MAX_CONVERSATION_CHARS)?;
         let context = self.context.unwrap_or_default();
         Ok(serde_json::json!({
             "conversation_text": self.conversation_text,
@@ -384,14 +389,6 @@ impl IngestBody {
             )?,
         }))
     }
-}
-
-fn check_content_len(field: &str, text: &str) -> Result<(), ApiError> {
-    check_text(field, text, 1, MAX_CONVERSATION_CHARS)?;
-    if text.trim().is_empty() {
-        return Err(invalid(field, "must not be blank"));
-    }
-    Ok(())
 }
 
 /// `POST /api/v1/memories/import`.

@@ -21,6 +21,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use self::postgres::PostgresMemories;
+
+/// An insert carrying more vectors than this may leave them outside the vector index, to
+/// [`MemoryStore::index_backlog`] (PostgreSQL: HNSW takes inserts at a few hundred a second).
+pub const BACKLOG_FROM_VECTORS: usize = 100;
 pub use self::query::{MAX_TERMS, STOP_WORDS, content_key, keyword_terms};
 pub use self::sqlite::SqliteMemories;
 use crate::error::StoreResult;
@@ -282,8 +286,13 @@ pub trait MemoryStore: Send + Sync {
     /// Counts one access of each memory (not a change: no seq, no `updated_at`).
     async fn record_access(&self, owner: &str, ids: &[String]) -> StoreResult<()>;
 
-    /// Sets vectors computed after the fact (a change).
-    async fn set_embeddings(&self, owner: &str, vectors: Vec<(String, Vec<f32>)>) -> StoreResult<()>;
+    /// Moves up to `limit` vectors that bulk inserts left outside the vector index into it
+    /// (of `owner`, or of anyone), returning how many. Not a change: searches find pending
+    /// vectors too, only more slowly. SQLite searches exactly and never has a backlog.
+    async fn index_backlog(&self, owner: Option<&str>, limit: i64) -> StoreResult<u64>;
+
+    /// How many of the owner's vectors wait outside the vector index.
+    async fn backlog(&self, owner: &str) -> StoreResult<i64>;
 
     /// Changes of live memories and deletes, in sequence order.
     async fn changes(&self, owner: &str, from: ChangesFrom, limit: i64) -> StoreResult<ChangePage>;

@@ -3,6 +3,10 @@
 //! with iterative index scans so owner and filter conditions do not lose recall; keyword
 //! search through the generated English `tsvector` column. Inserts of any size are one
 //! `UNNEST` statement, vectors travelling as one flat `real[]`.
+//!
+//! HNSW takes inserts at a few hundred a second, so a bulk insert leaves its vectors
+//! outside the index (`vector_pending`) and [`MemoryStore::index_backlog`] moves them in
+//! later; semantic search reads the index and scans the owner's pending vectors exactly.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -14,23 +18,19 @@ use sqlx::types::Json;
 use sqlx::{FromRow, PgConnection, PgPool, Postgres, QueryBuilder};
 
 use super::query::content_key;
-use super::shared::{apply_patch, materialise, page_of};
+use super::shared::{
+    COLUMNS, NEXT_SEQS, RowColumns, UPSERT_TOMBSTONE, apply_patch, change_list, changed_after, materialise,
+    page_of,
+};
 use super::{
-    ChangePage, ChangesFrom, Deleted, Inserted, ListFrom, Memory, MemoryChange, MemoryFilter, MemoryPatch,
-    MemoryScope, MemoryStore, MemoryType, NewMemory, ScoredMemory,
+    BACKLOG_FROM_VECTORS, ChangePage, ChangesFrom, Deleted, Inserted, ListFrom, Memory, MemoryFilter,
+    MemoryPatch, MemoryStore, NewMemory, ScoredMemory,
 };
 use crate::error::{StoreError, StoreResult};
-use crate::sql::millis::{from_millis, to_millis};
+use crate::sql::millis::to_millis;
 
 /// The dimension the migration indexes (all-MiniLM-L6-v2's).
 const MIGRATED_DIMS: usize = 384;
-
-const COLUMNS: &str = "m.owner, m.id, m.content, m.memory_type, m.scope, m.source_url, m.source_platform, \
-     m.source_timestamp, m.source_conversation_id, m.confidence, m.access_count, m.tags, m.created_at, \
-     m.updated_at, m.valid_from, m.valid_to, m.superseded_by, m.provenance, m.seq";
-
-const NEXT_SEQS: &str = "INSERT INTO memory_owners (owner, seq) VALUES ($1, $2) \
-     ON CONFLICT (owner) DO UPDATE SET seq = memory_owners.seq + excluded.seq RETURNING seq";
 
 pub struct PostgresMemories {
     pool: PgPool,
@@ -54,9 +54,9 @@ impl PostgresMemories {
             .execute(&mut *tx)
             .await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE INDEX IF NOT EXISTS memories_embedding_{dims} ON memories \
+            "CREATE INDEX IF NOT EXISTS memories_vectors_{dims} ON memories \
              USING hnsw ((embedding::vector({dims})) vector_cosine_ops) \
-             WHERE embedding_dims = {dims} AND valid_to IS NULL"
+             WHERE embedding_dims = {dims} AND valid_to IS NULL AND NOT vector_pending"
         )))
         .execute(&mut *tx)
         .await?;
@@ -109,57 +109,47 @@ fn push_filter(query: &mut QueryBuilder<Postgres>, filter: &MemoryFilter) {
 
 #[derive(FromRow)]
 struct MemoryRow {
-    owner: String,
-    id: String,
-    content: String,
-    memory_type: String,
-    scope: String,
-    source_url: Option<String>,
-    source_platform: Option<String>,
-    source_timestamp: Option<i64>,
-    source_conversation_id: Option<String>,
-    confidence: Option<f64>,
-    access_count: i64,
+    #[sqlx(flatten)]
+    columns: RowColumns,
     tags: Vec<String>,
-    created_at: i64,
-    updated_at: i64,
-    valid_from: i64,
-    valid_to: Option<i64>,
-    superseded_by: Option<String>,
     provenance: Option<Json<Value>>,
-    seq: i64,
     embedding: Option<Vec<f32>>,
 }
 
 impl MemoryRow {
     fn into_memory(self) -> StoreResult<Memory> {
-        let corrupt = |what: String| StoreError::backend("database", anyhow::anyhow!(what));
-        Ok(Memory {
-            memory_type: MemoryType::parse(&self.memory_type).ok_or_else(|| {
-                corrupt(format!("memory {} has unknown type {:?}", self.id, self.memory_type))
-            })?,
-            scope: MemoryScope::parse(&self.scope)
-                .ok_or_else(|| corrupt(format!("memory {} has unknown scope {:?}", self.id, self.scope)))?,
-            tags: self.tags,
-            provenance: self.provenance.map(|p| p.0),
-            embedding: self.embedding,
-            id: self.id,
-            owner: self.owner,
-            content: self.content,
-            source_url: self.source_url,
-            source_platform: self.source_platform,
-            source_timestamp: self.source_timestamp.map(from_millis),
-            source_conversation_id: self.source_conversation_id,
-            confidence: self.confidence,
-            access_count: self.access_count,
-            created_at: from_millis(self.created_at),
-            updated_at: from_millis(self.updated_at),
-            valid_from: from_millis(self.valid_from),
-            valid_to: self.valid_to.map(from_millis),
-            superseded_by: self.superseded_by,
-            seq: self.seq,
-        })
+        self.columns.into_memory(self.tags, self.provenance.map(|p| p.0), self.embedding)
     }
+}
+
+/// One side of the semantic search: the `limit` nearest live vectors of `dims` that are in
+/// the HNSW index (`pending == false`) or wait for it, with their cosine `distance`.
+fn push_nearest(
+    query: &mut QueryBuilder<Postgres>,
+    owner: &str,
+    vector: &[f32],
+    filter: &MemoryFilter,
+    limit: i64,
+    pending: bool,
+) {
+    let dims = vector.len();
+    let distance = |query: &mut QueryBuilder<Postgres>| {
+        query.push(format!("m.embedding::vector({dims}) <=> "));
+        query.push_bind(vector.to_vec()).push(format!("::real[]::vector({dims})"));
+    };
+    query.push(format!("(SELECT {COLUMNS}, NULL::real[] AS embedding, ("));
+    distance(query);
+    // The literal conditions match the partial indexes' predicates, so the planner can use them.
+    let not = if pending { "" } else { "NOT " };
+    query.push(format!(
+        ")::float8 AS distance FROM memories m WHERE m.embedding_dims = {dims} AND m.valid_to IS NULL \
+         AND {not}m.vector_pending AND m.owner = "
+    ));
+    query.push_bind(owner.to_string());
+    push_filter(query, filter);
+    query.push(" ORDER BY ");
+    distance(query);
+    query.push(" LIMIT ").push_bind(limit).push(")");
 }
 
 #[derive(FromRow)]
@@ -170,8 +160,8 @@ struct ScoredRow {
 }
 
 /// Inserts `memories` with one statement: every column an array, vectors one flat array
-/// sliced per row.
-async fn insert_rows(conn: &mut PgConnection, memories: &[Memory]) -> StoreResult<()> {
+/// sliced per row; `to_backlog` leaves the vectors out of the HNSW index for now.
+async fn insert_rows(conn: &mut PgConnection, memories: &[Memory], to_backlog: bool) -> StoreResult<()> {
     if memories.is_empty() {
         return Ok(());
     }
@@ -197,12 +187,13 @@ async fn insert_rows(conn: &mut PgConnection, memories: &[Memory]) -> StoreResul
     sqlx::query(
         "INSERT INTO memories (owner, id, content, content_key, memory_type, scope, source_url, source_platform, \
          source_timestamp, source_conversation_id, confidence, access_count, tags, created_at, updated_at, \
-         valid_from, valid_to, superseded_by, provenance, seq, embedding, embedding_dims) \
+         valid_from, valid_to, superseded_by, provenance, seq, embedding, embedding_dims, vector_pending) \
          SELECT r.owner, r.id, r.content, r.content_key, r.memory_type, r.scope, r.source_url, r.source_platform, \
          r.source_timestamp, r.source_conversation_id, r.confidence, r.access_count, \
          ARRAY(SELECT jsonb_array_elements_text(r.tags::jsonb)), r.created_at, r.updated_at, r.valid_from, \
          r.valid_to, r.superseded_by, r.provenance::jsonb, r.seq, \
-         CASE WHEN r.dims IS NULL THEN NULL ELSE ($21::real[])[r.off + 1 : r.off + r.dims]::vector END, r.dims \
+         CASE WHEN r.dims IS NULL THEN NULL ELSE ($21::real[])[r.off + 1 : r.off + r.dims]::vector END, r.dims, \
+         r.dims IS NOT NULL AND $24 \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
          $8::text[], $9::int8[], $10::text[], $11::float8[], $12::int8[], $13::text[], $14::int8[], $15::int8[], \
          $16::int8[], $17::int8[], $18::text[], $19::text[], $20::int8[], $22::int4[], $23::int4[]) \
@@ -233,6 +224,7 @@ async fn insert_rows(conn: &mut PgConnection, memories: &[Memory]) -> StoreResul
     .bind(flat)
     .bind(offsets)
     .bind(dims)
+    .bind(to_backlog)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -273,7 +265,8 @@ impl MemoryStore for PostgresMemories {
             rows.push(memory.clone());
             outcomes.push(Inserted::Created(Box::new(memory)));
         }
-        insert_rows(&mut tx, &rows).await?;
+        let vectors = rows.iter().filter(|m| m.embedding.is_some()).count();
+        insert_rows(&mut tx, &rows, vectors > BACKLOG_FROM_VECTORS).await?;
         let ids: Vec<String> = rows.iter().map(|m| m.id.clone()).collect();
         sqlx::query("DELETE FROM memory_tombstones WHERE owner = $1 AND id = ANY($2)")
             .bind(owner)
@@ -316,7 +309,7 @@ impl MemoryStore for PostgresMemories {
             .execute(&mut *tx)
             .await?;
         let rows: Vec<Memory> = history.into_iter().chain([next.clone()]).collect();
-        insert_rows(&mut tx, &rows).await?;
+        insert_rows(&mut tx, &rows, false).await?;
         tx.commit().await?;
         Ok(Some(Memory { embedding: None, ..next }))
     }
@@ -335,16 +328,13 @@ impl MemoryStore for PostgresMemories {
             return Ok(None);
         }
         let now = Utc::now();
-        sqlx::query(
-            "INSERT INTO memory_tombstones (owner, id, seq, deleted_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (owner, id) DO UPDATE SET seq = excluded.seq, deleted_at = excluded.deleted_at",
-        )
-        .bind(owner)
-        .bind(id)
-        .bind(seq)
-        .bind(to_millis(now))
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(UPSERT_TOMBSTONE)
+            .bind(owner)
+            .bind(id)
+            .bind(seq)
+            .bind(to_millis(now))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(Some(Deleted { id: id.to_string(), seq, deleted_at: now }))
     }
@@ -404,17 +394,21 @@ impl MemoryStore for PostgresMemories {
         sqlx::query(sqlx::AssertSqlSafe(format!("SET LOCAL hnsw.ef_search = {}", limit.clamp(40, 1000))))
             .execute(&mut *tx)
             .await?;
-        let query_vector = format!("::real[]::vector({dims})");
-        let mut query =
-            QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS}, NULL::real[] AS embedding, "));
-        query.push(format!("(1 - (m.embedding::vector({dims}) <=> ")).push_bind(vector.to_vec());
-        query.push(format!("{query_vector}))::float8 AS score FROM memories m "));
-        // The literal conditions match the partial index's predicate, so the planner can use it.
-        query.push(format!("WHERE m.embedding_dims = {dims} AND m.valid_to IS NULL AND m.owner = "));
-        query.push_bind(owner.to_string());
-        push_filter(&mut query, filter);
-        query.push(format!(" ORDER BY m.embedding::vector({dims}) <=> ")).push_bind(vector.to_vec());
-        query.push(format!("{query_vector} LIMIT ")).push_bind(limit);
+        // Indexed vectors through HNSW and, while the owner has a backlog, the pending ones by
+        // an exact scan. Asked first, because statistics taken during an import can make a
+        // plan for the pending side that scans the table long after the backlog is gone.
+        let pending: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM memories WHERE owner = $1 AND vector_pending)")
+                .bind(owner)
+                .fetch_one(&mut *tx)
+                .await?;
+        let mut query = QueryBuilder::<Postgres>::new("SELECT hits.*, 1 - hits.distance AS score FROM (");
+        push_nearest(&mut query, owner, vector, filter, limit, false);
+        if pending {
+            query.push(" UNION ALL ");
+            push_nearest(&mut query, owner, vector, filter, limit, true);
+        }
+        query.push(") hits ORDER BY hits.distance LIMIT ").push_bind(limit);
         let rows = query.build_query_as::<ScoredRow>().fetch_all(&mut *tx).await?;
         tx.commit().await?;
         rows.into_iter().map(|r| Ok(ScoredMemory { score: r.score, memory: r.row.into_memory()? })).collect()
@@ -457,28 +451,25 @@ impl MemoryStore for PostgresMemories {
         Ok(())
     }
 
-    async fn set_embeddings(&self, owner: &str, vectors: Vec<(String, Vec<f32>)>) -> StoreResult<()> {
-        if vectors.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await?;
-        let count = vectors.len() as i64;
-        let last = Self::next_seqs(&mut tx, owner, count).await?;
-        for (offset, (id, vector)) in vectors.into_iter().enumerate() {
-            sqlx::query(
-                "UPDATE memories SET embedding = $1::real[]::vector, embedding_dims = $2, seq = $3 \
-                 WHERE owner = $4 AND id = $5 AND valid_to IS NULL",
-            )
-            .bind(&vector)
-            .bind(vector.len() as i32)
-            .bind(last - count + 1 + offset as i64)
+    async fn index_backlog(&self, owner: Option<&str>, limit: i64) -> StoreResult<u64> {
+        // Rows another drainer holds are skipped, so drainers running together split the work.
+        let moved = sqlx::query(
+            "WITH batch AS (SELECT owner, id FROM memories WHERE vector_pending AND ($1::text IS NULL OR owner = $1) \
+             ORDER BY owner, seq LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             UPDATE memories m SET vector_pending = false FROM batch WHERE m.owner = batch.owner AND m.id = batch.id",
+        )
+        .bind(owner)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(moved.rows_affected())
+    }
+
+    async fn backlog(&self, owner: &str) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM memories WHERE owner = $1 AND vector_pending")
             .bind(owner)
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     async fn changes(&self, owner: &str, from: ChangesFrom, limit: i64) -> StoreResult<ChangePage> {
@@ -489,10 +480,7 @@ impl MemoryStore for PostgresMemories {
             .fetch_optional(&mut *tx)
             .await?
             .unwrap_or(0);
-        let (condition, bound) = match from {
-            ChangesFrom::Seq(seq) => ("seq > $2", seq),
-            ChangesFrom::UpdatedAfter(at) => ("updated_at > $2", to_millis(at)),
-        };
+        let (condition, bound) = changed_after(from);
         let rows: Vec<MemoryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS}, NULL::real[] AS embedding FROM memories m WHERE m.owner = $1 AND m.valid_to IS NULL \
              AND m.{condition} ORDER BY m.seq LIMIT $3"
@@ -513,16 +501,8 @@ impl MemoryStore for PostgresMemories {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        let mut changes = rows
-            .into_iter()
-            .map(|r| r.into_memory().map(|m| MemoryChange::Upserted(Box::new(m))))
-            .collect::<StoreResult<Vec<_>>>()?;
-        changes.extend(tombstones.into_iter().map(|(id, seq, at)| MemoryChange::Deleted {
-            id,
-            seq,
-            deleted_at: from_millis(at),
-        }));
-        Ok(page_of(changes, from, current, limit))
+        let upserts = rows.into_iter().map(MemoryRow::into_memory).collect::<StoreResult<Vec<_>>>()?;
+        Ok(page_of(change_list(upserts, tombstones), from, current, limit))
     }
 
     async fn export_page(

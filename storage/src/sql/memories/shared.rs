@@ -1,9 +1,113 @@
-//! What both backends do the same way in Rust: turning a new memory or a patch into the
-//! rows to write, and cutting a change feed into a page with its cursor.
+//! What both backends do the same way: the columns they read and how a row becomes a
+//! [`Memory`], turning a new memory or a patch into the rows to write, and cutting a change
+//! feed into a page with its cursor.
 
 use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::FromRow;
 
-use super::{ChangePage, ChangesFrom, Memory, MemoryChange, MemoryPatch, NewMemory, new_memory_id};
+use super::{
+    ChangePage, ChangesFrom, Memory, MemoryChange, MemoryPatch, MemoryScope, MemoryType, NewMemory,
+    new_memory_id,
+};
+use crate::error::{StoreError, StoreResult};
+use crate::sql::millis::{from_millis, to_millis};
+
+/// The columns of [`RowColumns`] plus `tags` and `provenance`, on the alias `m`; each backend
+/// adds its own `embedding` expression.
+pub(super) const COLUMNS: &str = "m.owner, m.id, m.content, m.memory_type, m.scope, m.source_url, \
+     m.source_platform, m.source_timestamp, m.source_conversation_id, m.confidence, m.access_count, m.tags, \
+     m.created_at, m.updated_at, m.valid_from, m.valid_to, m.superseded_by, m.provenance, m.seq";
+
+/// Takes `$2` fresh sequence numbers for owner `$1`, returning the last of them.
+pub(super) const NEXT_SEQS: &str = "INSERT INTO memory_owners (owner, seq) VALUES ($1, $2) \
+     ON CONFLICT (owner) DO UPDATE SET seq = memory_owners.seq + excluded.seq RETURNING seq";
+
+/// Records the delete of memory `$2` of owner `$1` at seq `$3`, time `$4`.
+pub(super) const UPSERT_TOMBSTONE: &str = "INSERT INTO memory_tombstones (owner, id, seq, deleted_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (owner, id) DO UPDATE SET seq = excluded.seq, deleted_at = excluded.deleted_at";
+
+/// The columns both backends store alike; the backend's row adds tags, provenance and the
+/// vector in its own encoding.
+#[derive(FromRow)]
+pub(super) struct RowColumns {
+    owner: String,
+    pub(super) id: String,
+    content: String,
+    memory_type: String,
+    scope: String,
+    source_url: Option<String>,
+    source_platform: Option<String>,
+    source_timestamp: Option<i64>,
+    source_conversation_id: Option<String>,
+    confidence: Option<f64>,
+    access_count: i64,
+    created_at: i64,
+    updated_at: i64,
+    valid_from: i64,
+    valid_to: Option<i64>,
+    superseded_by: Option<String>,
+    seq: i64,
+}
+
+/// A stored value that does not decode: the database holds something Engram never wrote.
+pub(super) fn corrupt(what: String) -> StoreError {
+    StoreError::backend("database", anyhow::anyhow!(what))
+}
+
+impl RowColumns {
+    pub(super) fn into_memory(
+        self,
+        tags: Vec<String>,
+        provenance: Option<Value>,
+        embedding: Option<Vec<f32>>,
+    ) -> StoreResult<Memory> {
+        Ok(Memory {
+            memory_type: MemoryType::parse(&self.memory_type).ok_or_else(|| {
+                corrupt(format!("memory {} has unknown type {:?}", self.id, self.memory_type))
+            })?,
+            scope: MemoryScope::parse(&self.scope)
+                .ok_or_else(|| corrupt(format!("memory {} has unknown scope {:?}", self.id, self.scope)))?,
+            tags,
+            provenance,
+            embedding,
+            id: self.id,
+            owner: self.owner,
+            content: self.content,
+            source_url: self.source_url,
+            source_platform: self.source_platform,
+            source_timestamp: self.source_timestamp.map(from_millis),
+            source_conversation_id: self.source_conversation_id,
+            confidence: self.confidence,
+            access_count: self.access_count,
+            created_at: from_millis(self.created_at),
+            updated_at: from_millis(self.updated_at),
+            valid_from: from_millis(self.valid_from),
+            valid_to: self.valid_to.map(from_millis),
+            superseded_by: self.superseded_by,
+            seq: self.seq,
+        })
+    }
+}
+
+/// The condition on `m` (and its bound value `$2`) that selects live rows changed after
+/// `from`; tombstones take it with `deleted_at` for `updated_at`.
+pub(super) fn changed_after(from: ChangesFrom) -> (&'static str, i64) {
+    match from {
+        ChangesFrom::Seq(seq) => ("seq > $2", seq),
+        ChangesFrom::UpdatedAfter(at) => ("updated_at > $2", to_millis(at)),
+    }
+}
+
+/// Upserted memories and tombstone rows `(id, seq, deleted_at)` as one list of changes.
+pub(super) fn change_list(upserts: Vec<Memory>, tombstones: Vec<(String, i64, i64)>) -> Vec<MemoryChange> {
+    let deletes = tombstones.into_iter().map(|(id, seq, at)| MemoryChange::Deleted {
+        id,
+        seq,
+        deleted_at: from_millis(at),
+    });
+    upserts.into_iter().map(|m| MemoryChange::Upserted(Box::new(m))).chain(deletes).collect()
+}
 
 /// The memory a [`NewMemory`] becomes, stamped with `seq` and `now`.
 pub(super) fn materialise(owner: &str, new: NewMemory, seq: i64, now: DateTime<Utc>) -> Memory {

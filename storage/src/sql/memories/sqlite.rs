@@ -10,27 +10,23 @@ use chrono::Utc;
 use sqlx::{FromRow, QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 
 use super::query::content_key;
-use super::shared::{apply_patch, materialise, page_of};
+use super::shared::{
+    COLUMNS, NEXT_SEQS, RowColumns, UPSERT_TOMBSTONE, apply_patch, change_list, changed_after, corrupt,
+    materialise, page_of,
+};
 use super::vectors::{self, VectorCache};
 use super::{
-    ChangePage, ChangesFrom, Deleted, Inserted, ListFrom, Memory, MemoryChange, MemoryFilter, MemoryPatch,
-    MemoryScope, MemoryStore, MemoryType, NewMemory, ScoredMemory,
+    ChangePage, ChangesFrom, Deleted, Inserted, ListFrom, Memory, MemoryFilter, MemoryPatch, MemoryStore,
+    NewMemory, ScoredMemory,
 };
-use crate::error::{StoreError, StoreResult};
-use crate::sql::millis::{from_millis, to_millis};
+use crate::error::StoreResult;
+use crate::sql::millis::to_millis;
 
 /// Vectors the search cache holds at most across owners (about 1 GiB of f32s).
 const VECTOR_CACHE_FLOATS: usize = 256 * 1024 * 1024;
 
 /// Ids bound in one `IN (...)` list.
 const ID_CHUNK: usize = 500;
-
-const COLUMNS: &str = "m.owner, m.id, m.content, m.memory_type, m.scope, m.source_url, m.source_platform, \
-     m.source_timestamp, m.source_conversation_id, m.confidence, m.access_count, m.tags, m.created_at, \
-     m.updated_at, m.valid_from, m.valid_to, m.superseded_by, m.provenance, m.seq";
-
-const NEXT_SEQS: &str = "INSERT INTO memory_owners (owner, seq) VALUES ($1, $2) \
-     ON CONFLICT (owner) DO UPDATE SET seq = memory_owners.seq + excluded.seq RETURNING seq";
 
 pub struct SqliteMemories {
     pool: SqlitePool,
@@ -191,62 +187,24 @@ fn filter_is_empty(filter: &MemoryFilter) -> bool {
 
 #[derive(FromRow)]
 struct MemoryRow {
-    owner: String,
-    id: String,
-    content: String,
-    memory_type: String,
-    scope: String,
-    source_url: Option<String>,
-    source_platform: Option<String>,
-    source_timestamp: Option<i64>,
-    source_conversation_id: Option<String>,
-    confidence: Option<f64>,
-    access_count: i64,
+    #[sqlx(flatten)]
+    columns: RowColumns,
     tags: String,
-    created_at: i64,
-    updated_at: i64,
-    valid_from: i64,
-    valid_to: Option<i64>,
-    superseded_by: Option<String>,
     provenance: Option<String>,
-    seq: i64,
     embedding: Option<Vec<u8>>,
 }
 
 impl MemoryRow {
     fn into_memory(self) -> StoreResult<Memory> {
-        let corrupt = |what: String| StoreError::backend("database", anyhow::anyhow!(what));
-        Ok(Memory {
-            memory_type: MemoryType::parse(&self.memory_type).ok_or_else(|| {
-                corrupt(format!("memory {} has unknown type {:?}", self.id, self.memory_type))
-            })?,
-            scope: MemoryScope::parse(&self.scope)
-                .ok_or_else(|| corrupt(format!("memory {} has unknown scope {:?}", self.id, self.scope)))?,
-            tags: serde_json::from_str(&self.tags)
-                .map_err(|e| corrupt(format!("memory {} tags: {e}", self.id)))?,
-            provenance: self
-                .provenance
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()
-                .map_err(|e| corrupt(format!("memory {} provenance: {e}", self.id)))?,
-            embedding: self.embedding.as_deref().map(vectors::from_blob),
-            id: self.id,
-            owner: self.owner,
-            content: self.content,
-            source_url: self.source_url,
-            source_platform: self.source_platform,
-            source_timestamp: self.source_timestamp.map(from_millis),
-            source_conversation_id: self.source_conversation_id,
-            confidence: self.confidence,
-            access_count: self.access_count,
-            created_at: from_millis(self.created_at),
-            updated_at: from_millis(self.updated_at),
-            valid_from: from_millis(self.valid_from),
-            valid_to: self.valid_to.map(from_millis),
-            superseded_by: self.superseded_by,
-            seq: self.seq,
-        })
+        let id = &self.columns.id;
+        let tags = serde_json::from_str(&self.tags).map_err(|e| corrupt(format!("memory {id} tags: {e}")))?;
+        let provenance = self
+            .provenance
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| corrupt(format!("memory {id} provenance: {e}")))?;
+        self.columns.into_memory(tags, provenance, self.embedding.as_deref().map(vectors::from_blob))
     }
 }
 
@@ -376,16 +334,13 @@ impl MemoryStore for SqliteMemories {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "INSERT INTO memory_tombstones (owner, id, seq, deleted_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (owner, id) DO UPDATE SET seq = excluded.seq, deleted_at = excluded.deleted_at",
-        )
-        .bind(owner)
-        .bind(id)
-        .bind(seq)
-        .bind(to_millis(now))
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(UPSERT_TOMBSTONE)
+            .bind(owner)
+            .bind(id)
+            .bind(seq)
+            .bind(to_millis(now))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(Some(Deleted { id: id.to_string(), seq, deleted_at: now }))
     }
@@ -470,9 +425,11 @@ impl MemoryStore for SqliteMemories {
         // Each term quoted: FTS5 reads it as a plain token, never as query syntax.
         let fts_query =
             terms.iter().map(|t| format!("\"{}\"", t.replace('"', "\"\""))).collect::<Vec<_>>().join(" OR ");
+        // CROSS JOIN keeps the full-text match as the outer loop. Left to choose, SQLite may
+        // walk the owner's rows and run the match once per row: 0.35 s at 10,000 memories.
         let mut query = QueryBuilder::<Sqlite>::new(format!(
             "SELECT {COLUMNS}, NULL AS embedding, -bm25(memories_fts) AS score FROM memories_fts \
-             JOIN memories m ON m.rowid = memories_fts.rowid WHERE memories_fts MATCH "
+             CROSS JOIN memories m ON m.rowid = memories_fts.rowid WHERE memories_fts MATCH "
         ));
         query
             .push_bind(fts_query)
@@ -500,28 +457,12 @@ impl MemoryStore for SqliteMemories {
         Ok(())
     }
 
-    async fn set_embeddings(&self, owner: &str, vectors: Vec<(String, Vec<f32>)>) -> StoreResult<()> {
-        if vectors.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let count = vectors.len() as i64;
-        let last = Self::next_seqs(&mut tx, owner, count).await?;
-        for (offset, (id, vector)) in vectors.into_iter().enumerate() {
-            sqlx::query(
-                "UPDATE memories SET embedding = $1, embedding_dims = $2, seq = $3 \
-                 WHERE owner = $4 AND id = $5 AND valid_to IS NULL",
-            )
-            .bind(vectors::to_blob(&vector))
-            .bind(vector.len() as i64)
-            .bind(last - count + 1 + offset as i64)
-            .bind(owner)
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+    async fn index_backlog(&self, _owner: Option<&str>, _limit: i64) -> StoreResult<u64> {
+        Ok(0)
+    }
+
+    async fn backlog(&self, _owner: &str) -> StoreResult<i64> {
+        Ok(0)
     }
 
     async fn changes(&self, owner: &str, from: ChangesFrom, limit: i64) -> StoreResult<ChangePage> {
@@ -532,10 +473,7 @@ impl MemoryStore for SqliteMemories {
             .fetch_optional(&mut *tx)
             .await?
             .unwrap_or(0);
-        let (condition, bound) = match from {
-            ChangesFrom::Seq(seq) => ("seq > $2", seq),
-            ChangesFrom::UpdatedAfter(at) => ("updated_at > $2", to_millis(at)),
-        };
+        let (condition, bound) = changed_after(from);
         let rows: Vec<MemoryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS}, NULL AS embedding FROM memories m WHERE m.owner = $1 AND m.valid_to IS NULL \
              AND m.{condition} ORDER BY m.seq LIMIT $3"
@@ -556,16 +494,8 @@ impl MemoryStore for SqliteMemories {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        let upserts = rows
-            .into_iter()
-            .map(|r| r.into_memory().map(|m| MemoryChange::Upserted(Box::new(m))))
-            .collect::<StoreResult<Vec<_>>>()?;
-        let deletes = tombstones.into_iter().map(|(id, seq, at)| MemoryChange::Deleted {
-            id,
-            seq,
-            deleted_at: from_millis(at),
-        });
-        Ok(page_of(upserts.into_iter().chain(deletes).collect(), from, current, limit))
+        let upserts = rows.into_iter().map(MemoryRow::into_memory).collect::<StoreResult<Vec<_>>>()?;
+        Ok(page_of(change_list(upserts, tombstones), from, current, limit))
     }
 
     async fn export_page(
