@@ -26,51 +26,81 @@ const BATCH: usize = 2_000;
 const SIZES: [usize; 2] = [10_000, 100_000];
 const QUERIES: usize = 200;
 
-/// A pseudo-random unit vector for `seed` (xorshift), rounded to 6 decimals.
-fn vector(seed: u64) -> Vec<f64> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let raw: Vec<f64> = (0..DIMS)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % 2_000_001) as f64 / 1_000_000.0 - 1.0
-        })
-        .collect();
+/// Topics the vectors cluster around, as sentence embeddings do (texts on one subject lie
+/// near each other). Uniform random vectors, every one about equally far from every other,
+/// are the worst case for HNSW and unlike any text embedding.
+const TOPICS: u64 = 2_000;
+/// Each coordinate's noise around the topic (uniform in ±this): a vector's cosine to its
+/// topic is about 0.7 and to another of its topic about 0.5, to any other about 0.
+const SPREAD: f64 = 0.09;
+
+/// xorshift64, for reproducible data without a dependency.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform in [-1, 1].
+    fn signed(&mut self) -> f64 {
+        (self.next() % 2_000_001) as f64 / 1_000_000.0 - 1.0
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() % 1_000_000) as f64 / 1_000_000.0
+    }
+}
+
+fn normalised(raw: Vec<f64>) -> Vec<f64> {
     let norm = raw.iter().map(|v| v * v).sum::<f64>().sqrt();
     raw.iter().map(|v| (v / norm * 1e6).round() / 1e6).collect()
 }
 
-const WORDS: [&str; 24] = [
-    "coffee",
-    "train",
-    "project",
-    "deadline",
-    "garden",
-    "python",
-    "rust",
-    "meeting",
-    "lisbon",
-    "cello",
-    "marathon",
-    "budget",
-    "invoice",
-    "kitchen",
-    "holiday",
-    "dentist",
-    "database",
-    "release",
-    "family",
-    "recipe",
-    "cinema",
-    "bicycle",
-    "insurance",
-    "passport",
-];
+/// A unit vector for `seed` near one of the [`TOPICS`], rounded to 6 decimals.
+fn vector(seed: u64) -> Vec<f64> {
+    let mut rng = Xorshift::new(seed);
+    let mut topic = Xorshift::new(u64::MAX - rng.next() % TOPICS);
+    let topic: Vec<f64> = normalised((0..DIMS).map(|_| topic.signed()).collect());
+    normalised(topic.iter().map(|t| t + SPREAD * rng.signed()).collect())
+}
+
+const SYLLABLES: [&str; 16] =
+    ["ka", "lo", "mi", "ren", "tu", "sa", "vi", "dor", "pe", "qua", "ne", "bri", "fo", "gal", "hu", "zet"];
+/// Words of the synthetic vocabulary (16³); [`word`] draws them skewed, as in natural text,
+/// where a few words are common and most are rare.
+const VOCABULARY: f64 = 4_096.0;
+
+/// A word drawn from the vocabulary by `rng`: index `V·u²`, so the commonest word is 1.6%
+/// of draws (in about 5% of memories) and word 1,024 is 0.02%.
+fn word(rng: &mut Xorshift) -> String {
+    let u = rng.unit();
+    let n = (VOCABULARY * u * u) as usize;
+    format!("{}{}{}", SYLLABLES[n % 16], SYLLABLES[(n / 16) % 16], SYLLABLES[n / 256])
+}
 
 fn sentence(i: usize) -> String {
-    let pick = |k: usize| WORDS[(i / k + k * 7) % WORDS.len()];
-    format!("Memory {i}: notes about the {} and the {} before the {}", pick(1), pick(3), pick(11))
+    let mut rng = Xorshift::new(i as u64 + 7);
+    format!(
+        "Memory {i}: notes about the {} and the {} before the {}",
+        word(&mut rng),
+        word(&mut rng),
+        word(&mut rng)
+    )
+}
+
+/// A query's words, drawn as the memories' are.
+fn query_words(q: usize) -> (String, String) {
+    let mut rng = Xorshift::new(3_000_000_000 + q as u64);
+    (word(&mut rng), word(&mut rng))
 }
 
 async fn import(d: &Deployment, from: usize, to: usize) -> Duration {
@@ -143,11 +173,14 @@ async fn searches(d: &Deployment, label: &str, size: usize) {
         |q| json!({"mode": "semantic", "limit": 10, "embedding": vector(1_000_000_000 + q as u64)}),
     )
     .await;
-    let keyword =
-        search_latency(d, |q| json!({"mode": "keyword", "limit": 10, "query": format!("{} {}", WORDS[q % 24], WORDS[(q / 24) % 24])}))
-            .await;
+    let keyword = search_latency(d, |q| {
+        let (first, second) = query_words(q);
+        json!({"mode": "keyword", "limit": 10, "query": format!("{first} {second}")})
+    })
+    .await;
     let hybrid = search_latency(d, |q| {
-        json!({"mode": "hybrid", "limit": 10, "query": format!("what about the {} near {} ({q})", WORDS[q % 24], WORDS[(q * 5) % 24])})
+        let (first, second) = query_words(q + QUERIES);
+        json!({"mode": "hybrid", "limit": 10, "query": format!("what about the {first} near {second} ({q})")})
     })
     .await;
     println!(

@@ -46,9 +46,12 @@ async fn open_sqlite() -> Option<Arc<dyn MemoryStore>> {
 }
 
 async fn open_postgres() -> Option<Arc<dyn MemoryStore>> {
-    let url = storage::testing::fresh_postgres_url().await?;
+    Some(open_postgres_at(storage::testing::fresh_postgres_url().await?).await)
+}
+
+async fn open_postgres_at(url: String) -> Arc<dyn MemoryStore> {
     let config = Config::from_raw(&RawConfig::layered([("DATABASE_URL".to_string(), url)], [], [])).unwrap();
-    Some(Database::connect(&config.database).await.unwrap().memory_store())
+    Database::connect(&config.database).await.unwrap().memory_store()
 }
 
 fn at(minute: i64) -> DateTime<Utc> {
@@ -425,9 +428,21 @@ async fn inserts_are_idempotent_on_client_ids(store: Arc<dyn MemoryStore>) {
     assert_eq!(found, [storage::sql::memories::content_key("imported one")]);
 
     let before = store.get("kim", "client-2", false).await.unwrap().unwrap();
-    store.record_access("kim", &["client-2".into(), "client-2".into()]).await.unwrap();
+    store.record_access("kim", &["client-2".into(), "client-2".into(), "never stored".into()]).await.unwrap();
+    store.record_access("kim", &["client-2".into()]).await.unwrap();
     let after = store.get("kim", "client-2", false).await.unwrap().unwrap();
-    assert!(after.access_count >= 1 && after.seq == before.seq && after.updated_at == before.updated_at);
+    assert_eq!(after.access_count, before.access_count + 2);
+    assert!(after.seq == before.seq && after.updated_at == before.updated_at);
+    assert!(store.get("kim", "never stored", false).await.unwrap().is_none());
+    // An update keeps the reads counted so far and counts on from there.
+    let patch = MemoryPatch { confidence: Some(Some(0.25)), ..MemoryPatch::default() };
+    let updated = store.update("kim", "client-2", patch).await.unwrap().unwrap();
+    assert_eq!(updated.access_count, before.access_count + 2);
+    store.record_access("kim", &["client-2".into()]).await.unwrap();
+    assert_eq!(
+        store.get("kim", "client-2", false).await.unwrap().unwrap().access_count,
+        before.access_count + 3
+    );
 
     let exported = store.export_page("kim", None, 1, true).await.unwrap();
     assert_eq!(ids(&exported), ["client-1"]);
@@ -537,10 +552,12 @@ async fn bulk_inserts_are_searchable_before_and_after_their_vectors_are_indexed(
 }
 
 /// PostgreSQL leaves a bulk insert's vectors to the backlog; draining it goes by owner and
-/// by batch, and never touches a row twice.
+/// by batch, one drainer at a time, and never touches a row twice.
 #[tokio::test]
 async fn postgres_bulk_vectors_wait_for_the_index_owner_by_owner() {
-    let Some(store) = open_postgres().await else { return };
+    use sqlx::Connection;
+    let Some(url) = storage::testing::fresh_postgres_url().await else { return };
+    let store = open_postgres_at(url.clone()).await;
     let count = BACKLOG_FROM_VECTORS + 1;
     store.insert("mia", bulk("mia", count)).await.unwrap();
     store.insert("noor", bulk("noor", count)).await.unwrap();
@@ -551,6 +568,15 @@ async fn postgres_bulk_vectors_wait_for_the_index_owner_by_owner() {
         count as i64,
         "a small insert goes straight into the index"
     );
+    // Another drainer at work: this one moves nothing and leaves the backlog to it.
+    let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut drainer = other.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('memories_vector_backlog'))")
+        .execute(&mut *drainer)
+        .await
+        .unwrap();
+    assert_eq!(store.index_backlog(Some("mia"), 60).await.unwrap(), 0);
+    drainer.rollback().await.unwrap();
     assert_eq!(store.index_backlog(Some("mia"), 60).await.unwrap(), 60);
     assert_eq!(store.backlog("mia").await.unwrap(), count as i64 - 60);
     assert_eq!(store.backlog("noor").await.unwrap(), count as i64);

@@ -102,8 +102,13 @@ impl Database {
         let database = match config {
             DatabaseConfig::Sqlite { path } => Database::Sqlite(open_sqlite(path).await?),
             DatabaseConfig::Postgres { url } => {
+                // Iterative HNSW scans keep reading the index until enough rows pass a
+                // search's owner and filter conditions, instead of filtering one
+                // `ef_search`-sized batch and stopping short; set per session, so a search
+                // is one statement.
                 let options = PgConnectOptions::from_str(url.expose())
-                    .with_context(|| format!("DATABASE_URL {} is not usable", url.masked()))?;
+                    .with_context(|| format!("DATABASE_URL {} is not usable", url.masked()))?
+                    .options([("hnsw.iterative_scan", "strict_order")]);
                 let pool = PgPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(CONNECT_TIMEOUT)

@@ -8,6 +8,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use jobs::engine::Submit;
 use jobs::kinds::{ImportMemories, IndexMemoryVectors, IngestConversation, Kind, import_items_key};
@@ -28,6 +29,10 @@ use crate::state::AppState;
 const INLINE_ITEMS: usize = 2_000;
 const INLINE_EMBEDS: usize = 64;
 const EXPORT_PAGE: i64 = 500;
+
+/// Inline imports of one owner within the same window of this many seconds share one
+/// indexing job (see [`index_backlog_later`]).
+const INDEX_WINDOW_SECS: i64 = 10;
 const DEFAULT_UPDATES_LIMIT: i64 = 500;
 const MAX_UPDATES_LIMIT: i64 = 1_000;
 
@@ -89,19 +94,21 @@ pub async fn import(
     })
 }
 
-/// Queues an `index_memory_vectors` job when the import left vectors outside the index (the
-/// schedule's sweep catches any this misses).
+/// Queues an `index_memory_vectors` job when the import left vectors outside the index: one
+/// per owner and window, run just after the window, so a client importing batch after batch
+/// is not slowed by HNSW inserts in between (the schedule's sweep catches any this misses).
 async fn index_backlog_later(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
     if memories(state).store.backlog(&caller.user.id).await? == 0 {
         return Ok(());
     }
+    let window = Utc::now().timestamp() / INDEX_WINDOW_SECS;
     let submit = Submit {
         kind: IndexMemoryVectors::NAME.to_string(),
         payload: json!({}),
         owner: caller.user.id.clone(),
-        run_at: None,
+        run_at: DateTime::from_timestamp((window + 1) * INDEX_WINDOW_SECS + 1, 0),
         priority: None,
-        idempotency_key: None,
+        idempotency_key: Some(format!("{}:{window}", IndexMemoryVectors::NAME)),
         parent_id: None,
     };
     state.engine.submit(submit).await?;

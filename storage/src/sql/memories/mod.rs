@@ -287,8 +287,9 @@ pub trait MemoryStore: Send + Sync {
     async fn record_access(&self, owner: &str, ids: &[String]) -> StoreResult<()>;
 
     /// Moves up to `limit` vectors that bulk inserts left outside the vector index into it
-    /// (of `owner`, or of anyone), returning how many. Not a change: searches find pending
-    /// vectors too, only more slowly. SQLite searches exactly and never has a backlog.
+    /// (of `owner`, or of anyone), returning how many: none while another caller is doing
+    /// it. Not a change: searches find pending vectors too, only more slowly. SQLite
+    /// searches exactly and never has a backlog.
     async fn index_backlog(&self, owner: Option<&str>, limit: i64) -> StoreResult<u64>;
 
     /// How many of the owner's vectors wait outside the vector index.

@@ -32,6 +32,9 @@ use crate::sql::millis::to_millis;
 /// The dimension the migration indexes (all-MiniLM-L6-v2's).
 const MIGRATED_DIMS: usize = 384;
 
+/// pgvector's default `hnsw.ef_search`, which a search asking for more rows raises.
+const DEFAULT_EF_SEARCH: i64 = 40;
+
 pub struct PostgresMemories {
     pool: PgPool,
     /// Dimensions whose HNSW index is known to exist.
@@ -146,6 +149,11 @@ fn push_nearest(
          AND {not}m.vector_pending AND m.owner = "
     ));
     query.push_bind(owner.to_string());
+    if pending {
+        // Uncorrelated, so PostgreSQL checks it once and skips the scan when it is false.
+        query.push(" AND EXISTS (SELECT 1 FROM memories b WHERE b.vector_pending AND b.owner = ");
+        query.push_bind(owner.to_string()).push(")");
+    }
     push_filter(query, filter);
     query.push(" ORDER BY ");
     distance(query);
@@ -387,30 +395,27 @@ impl MemoryStore for PostgresMemories {
             return Ok(Vec::new());
         }
         self.ensure_vector_index(dims).await?;
-        let mut tx = self.pool.begin().await?;
-        // Iterative scans keep reading the index until `limit` rows pass the owner and filter
-        // conditions, instead of filtering one `ef_search`-sized batch and stopping short.
-        sqlx::query("SET LOCAL hnsw.iterative_scan = strict_order").execute(&mut *tx).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("SET LOCAL hnsw.ef_search = {}", limit.clamp(40, 1000))))
-            .execute(&mut *tx)
-            .await?;
-        // Indexed vectors through HNSW and, while the owner has a backlog, the pending ones by
-        // an exact scan. Asked first, because statistics taken during an import can make a
-        // plan for the pending side that scans the table long after the backlog is gone.
-        let pending: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM memories WHERE owner = $1 AND vector_pending)")
-                .bind(owner)
-                .fetch_one(&mut *tx)
-                .await?;
+        // Indexed vectors through HNSW and, only while the owner has a backlog, the pending
+        // ones by an exact scan (the backlog check gates that side, so a plan made from
+        // statistics taken during an import cannot scan the table long after it).
         let mut query = QueryBuilder::<Postgres>::new("SELECT hits.*, 1 - hits.distance AS score FROM (");
         push_nearest(&mut query, owner, vector, filter, limit, false);
-        if pending {
-            query.push(" UNION ALL ");
-            push_nearest(&mut query, owner, vector, filter, limit, true);
-        }
+        query.push(" UNION ALL ");
+        push_nearest(&mut query, owner, vector, filter, limit, true);
         query.push(") hits ORDER BY hits.distance LIMIT ").push_bind(limit);
-        let rows = query.build_query_as::<ScoredRow>().fetch_all(&mut *tx).await?;
-        tx.commit().await?;
+        let query = query.build_query_as::<ScoredRow>();
+        let rows = if limit <= DEFAULT_EF_SEARCH {
+            query.fetch_all(&self.pool).await?
+        } else {
+            // HNSW keeps `ef_search` candidates; fewer than the rows asked for costs recall.
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("SET LOCAL hnsw.ef_search = {}", limit.min(1000))))
+                .execute(&mut *tx)
+                .await?;
+            let rows = query.fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            rows
+        };
         rows.into_iter().map(|r| Ok(ScoredMemory { score: r.score, memory: r.row.into_memory()? })).collect()
     }
 
@@ -443,25 +448,44 @@ impl MemoryStore for PostgresMemories {
         if ids.is_empty() {
             return Ok(());
         }
-        sqlx::query("UPDATE memories SET access_count = access_count + 1 WHERE owner = $1 AND id = ANY($2)")
-            .bind(owner)
-            .bind(ids)
-            .execute(&self.pool)
-            .await?;
+        // A count lost to a crash is harmless, so this write does not wait for the WAL flush
+        // (`set_config(.., true)` holds until the statement's own transaction commits). In id
+        // order, so searches counting the same memories lock their rows in one order.
+        sqlx::query(
+            "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)) \
+             INSERT INTO memory_reads (owner, id, reads) SELECT m.owner, m.id, 1 FROM memories m, relaxed \
+             WHERE m.owner = $1 AND m.id = ANY($2) AND m.valid_to IS NULL ORDER BY m.id \
+             ON CONFLICT (owner, id) DO UPDATE SET reads = memory_reads.reads + 1",
+        )
+        .bind(owner)
+        .bind(ids)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     async fn index_backlog(&self, owner: Option<&str>, limit: i64) -> StoreResult<u64> {
-        // Rows another drainer holds are skipped, so drainers running together split the work.
+        // One drainer at a time: HNSW inserts into one index gain nothing from company, and
+        // jobs queued one after another would otherwise pile up on the cores. A drainer that
+        // finds the lock taken moves nothing; the one holding it goes on until none are left.
+        let mut tx = self.pool.begin().await?;
+        let ours: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('memories_vector_backlog'))")
+                .fetch_one(&mut *tx)
+                .await?;
+        if !ours {
+            return Ok(0);
+        }
         let moved = sqlx::query(
             "WITH batch AS (SELECT owner, id FROM memories WHERE vector_pending AND ($1::text IS NULL OR owner = $1) \
-             ORDER BY owner, seq LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             ORDER BY owner, seq LIMIT $2 FOR UPDATE) \
              UPDATE memories m SET vector_pending = false FROM batch WHERE m.owner = batch.owner AND m.id = batch.id",
         )
         .bind(owner)
         .bind(limit)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(moved.rows_affected())
     }
 

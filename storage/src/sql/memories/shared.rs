@@ -14,10 +14,13 @@ use crate::error::{StoreError, StoreResult};
 use crate::sql::millis::{from_millis, to_millis};
 
 /// The columns of [`RowColumns`] plus `tags` and `provenance`, on the alias `m`; each backend
-/// adds its own `embedding` expression.
+/// adds its own `embedding` expression. `access_count` adds the reads counted since the row
+/// was written (`memory_reads`).
 pub(super) const COLUMNS: &str = "m.owner, m.id, m.content, m.memory_type, m.scope, m.source_url, \
-     m.source_platform, m.source_timestamp, m.source_conversation_id, m.confidence, m.access_count, m.tags, \
-     m.created_at, m.updated_at, m.valid_from, m.valid_to, m.superseded_by, m.provenance, m.seq";
+     m.source_platform, m.source_timestamp, m.source_conversation_id, m.confidence, \
+     m.access_count + COALESCE((SELECT r.reads FROM memory_reads r WHERE r.owner = m.owner AND r.id = m.id), 0) \
+     AS access_count, m.tags, m.created_at, m.updated_at, m.valid_from, m.valid_to, m.superseded_by, \
+     m.provenance, m.seq";
 
 /// Takes `$2` fresh sequence numbers for owner `$1`, returning the last of them.
 pub(super) const NEXT_SEQS: &str = "INSERT INTO memory_owners (owner, seq) VALUES ($1, $2) \

@@ -444,14 +444,15 @@ impl MemoryStore for SqliteMemories {
     async fn record_access(&self, owner: &str, ids: &[String]) -> StoreResult<()> {
         for chunk in ids.chunks(ID_CHUNK) {
             let mut query = QueryBuilder::<Sqlite>::new(
-                "UPDATE memories SET access_count = access_count + 1 WHERE owner = ",
+                "INSERT INTO memory_reads (owner, id, reads) SELECT m.owner, m.id, 1 FROM memories m \
+                 WHERE m.valid_to IS NULL AND m.owner = ",
             );
-            query.push_bind(owner.to_string()).push(" AND id IN (");
+            query.push_bind(owner.to_string()).push(" AND m.id IN (");
             let mut list = query.separated(", ");
             for id in chunk {
                 list.push_bind(id.clone());
             }
-            query.push(")");
+            query.push(") ON CONFLICT (owner, id) DO UPDATE SET reads = memory_reads.reads + 1");
             query.build().execute(&self.pool).await?;
         }
         Ok(())
