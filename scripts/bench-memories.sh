@@ -6,6 +6,7 @@
 #   scripts/bench-memories.sh
 #   DATABASE_URL=postgres://... scripts/bench-memories.sh
 #   DATABASE_URL=postgres://... scripts/bench-memories.sh postgres   (PostgreSQL only)
+#   DATABASE_URL=postgres://... scripts/bench-memories.sh postgres imports   (imports only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ENGRAM_MODEL_DIR="${ENGRAM_MODEL_DIR:-$(scripts/install-model.sh)}"

@@ -545,9 +545,9 @@ async fn bulk_inserts_are_searchable_before_and_after_their_vectors_are_indexed(
     };
     check("before indexing").await;
     let pending = store.backlog("kira").await.unwrap();
-    assert_eq!(store.index_backlog(Some("kira"), 1_000_000).await.unwrap(), pending as u64);
+    assert_eq!(store.index_backlog(Some("kira"), 1_000_000).await.unwrap(), Some(pending as u64));
     assert_eq!(store.backlog("kira").await.unwrap(), 0);
-    assert_eq!(store.index_backlog(None, 1_000_000).await.unwrap(), 0, "nothing is left for anyone");
+    assert_eq!(store.index_backlog(None, 1_000_000).await.unwrap(), Some(0), "nothing is left for anyone");
     check("after indexing").await;
 }
 
@@ -568,18 +568,27 @@ async fn postgres_bulk_vectors_wait_for_the_index_owner_by_owner() {
         count as i64,
         "a small insert goes straight into the index"
     );
-    // Another drainer at work: this one moves nothing and leaves the backlog to it.
+    let mia = store.backlog_span("mia").await.unwrap().expect("mia's vectors wait");
+    assert!(
+        mia.oldest <= mia.newest && chrono::Utc::now() - mia.newest < chrono::Duration::seconds(60),
+        "{mia:?}"
+    );
+    let noor = store.backlog_span("noor").await.unwrap().expect("noor's vectors wait");
+    assert!(mia.newest <= noor.oldest, "noor's insert came later: {mia:?} {noor:?}");
+    assert_eq!(store.backlog_span("nobody").await.unwrap(), None, "an owner with nothing waiting");
+    // Another drainer at work: this one moves nothing and says it is busy.
     let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
     let mut drainer = other.begin().await.unwrap();
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('memories_vector_backlog'))")
         .execute(&mut *drainer)
         .await
         .unwrap();
-    assert_eq!(store.index_backlog(Some("mia"), 60).await.unwrap(), 0);
+    assert_eq!(store.index_backlog(Some("mia"), 60).await.unwrap(), None);
     drainer.rollback().await.unwrap();
-    assert_eq!(store.index_backlog(Some("mia"), 60).await.unwrap(), 60);
+    assert_eq!(store.index_backlog(Some("mia"), 60).await.unwrap(), Some(60));
     assert_eq!(store.backlog("mia").await.unwrap(), count as i64 - 60);
     assert_eq!(store.backlog("noor").await.unwrap(), count as i64);
-    assert_eq!(store.index_backlog(None, 1_000_000).await.unwrap(), (2 * count - 60) as u64);
+    assert_eq!(store.index_backlog(None, 1_000_000).await.unwrap(), Some((2 * count - 60) as u64));
     assert_eq!(store.backlog("mia").await.unwrap() + store.backlog("noor").await.unwrap(), 0);
+    assert_eq!(store.backlog_span("mia").await.unwrap(), None);
 }

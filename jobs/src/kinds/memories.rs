@@ -7,9 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use storage::blob::{BlobKey, Condition};
+use storage::sql::BacklogSpan;
 
 use super::{JobError, Kind, Policy, SYSTEM_OWNER};
 use crate::context::JobContext;
@@ -156,14 +158,12 @@ impl Kind for ImportMemories {
             ctx.warn(format!("could not remove the import's items {}: {e}", payload.items_key));
         }
         ctx.info(format!("imported {}, skipped {}", outcome.imported, outcome.skipped));
-        let indexed = index_vectors(&self.0, Some(ctx.owner()), ctx).await?;
-        Ok(json!({
-            "success": true,
-            "imported": outcome.imported,
-            "skipped": outcome.skipped,
-            "total": payload.total,
-            "indexed": indexed,
-        }))
+        let mut result = index_owner_then_everyone(&self.0, ctx.owner(), ctx).await?;
+        result["success"] = json!(true);
+        result["imported"] = json!(outcome.imported);
+        result["skipped"] = json!(outcome.skipped);
+        result["total"] = json!(payload.total);
+        Ok(result)
     }
 }
 
@@ -173,7 +173,19 @@ pub struct IndexVectorsPayload {}
 
 /// Drains the vector backlog: the owner's, or everyone's when the platform runs it (the
 /// schedule catching what a failed job left).
+///
+/// An owner's job that finds the owner still importing (a vector stored within
+/// [`IMPORT_QUIET`]) leaves the backlog alone: HNSW inserts would take the cores the import
+/// is using, and the import's later requests queue jobs of their own, run after them. A
+/// backlog whose oldest vector has waited [`MAX_INDEX_DEFERRAL`] is drained regardless, so
+/// imports that never pause cannot leave searches scanning an ever larger backlog.
 pub struct IndexMemoryVectors(pub Arc<Memories>);
+
+/// An owner is taken to be importing while a vector went into the backlog this recently.
+/// Whoever queues an indexing job runs it at least this long after the import's last request.
+pub const IMPORT_QUIET: Duration = Duration::from_secs(3);
+/// The longest a vector waits for the index while its owner keeps importing.
+pub const MAX_INDEX_DEFERRAL: Duration = Duration::from_secs(60);
 
 #[async_trait]
 impl Kind for IndexMemoryVectors {
@@ -187,16 +199,42 @@ impl Kind for IndexMemoryVectors {
 
     async fn run(&self, _payload: IndexVectorsPayload, ctx: &JobContext) -> Result<Value, JobError> {
         let owner = (ctx.owner() != SYSTEM_OWNER).then(|| ctx.owner());
-        let indexed = index_vectors(&self.0, owner, ctx).await?;
-        Ok(json!({"indexed": indexed}))
+        if let Some(owner) = owner
+            && let Some(span) =
+                self.0.store.backlog_span(owner).await.map_err(|e| JobError::Failed(e.to_string()))?
+            && defers_indexing(span, Utc::now())
+        {
+            ctx.info("the owner is still importing: left to the indexing job queued after the import");
+            return Ok(json!({"indexed": 0, "deferred": true}));
+        }
+        match owner {
+            Some(owner) => index_owner_then_everyone(&self.0, owner, ctx).await,
+            None => {
+                let drained = index_vectors(&self.0, None, ctx).await?;
+                Ok(json!({"indexed": drained.indexed, "left_to_another_drainer": drained.busy}))
+            }
+        }
     }
+}
+
+/// Whether an owner's indexing job finding `span` at `now` leaves it for later.
+fn defers_indexing(span: BacklogSpan, now: DateTime<Utc>) -> bool {
+    let importing = (now - span.newest).to_std().is_ok_and(|age| age < IMPORT_QUIET) || span.newest > now;
+    let overdue = (now - span.oldest).to_std().is_ok_and(|age| age >= MAX_INDEX_DEFERRAL);
+    importing && !overdue
 }
 
 /// Vectors moved into the index per transaction.
 const INDEX_BATCH: i64 = 500;
 
-async fn index_vectors(memories: &Memories, owner: Option<&str>, ctx: &JobContext) -> Result<u64, JobError> {
-    let mut indexed = 0;
+/// Moves the vectors of `owner` (or of everyone) into the index. Stops early, saying so,
+/// when another drainer holds the index: that one goes on to everyone's backlog after its own.
+async fn index_vectors(
+    memories: &Memories,
+    owner: Option<&str>,
+    ctx: &JobContext,
+) -> Result<Drained, JobError> {
+    let mut drained = Drained::default();
     loop {
         ctx.check_cancelled()?;
         let moved = memories
@@ -204,11 +242,61 @@ async fn index_vectors(memories: &Memories, owner: Option<&str>, ctx: &JobContex
             .index_backlog(owner, INDEX_BATCH)
             .await
             .map_err(|e| JobError::Failed(e.to_string()))?;
-        if moved == 0 {
-            break;
+        match moved {
+            Some(0) => return Ok(drained),
+            Some(moved) => {
+                drained.indexed += moved;
+                ctx.info(format!("{} vectors moved into the index", drained.indexed));
+            }
+            None => {
+                ctx.info("another job is moving vectors into the index: left to it");
+                drained.busy = true;
+                return Ok(drained);
+            }
         }
-        indexed += moved;
-        ctx.info(format!("{indexed} vectors moved into the index"));
     }
-    Ok(indexed)
+}
+
+/// What [`index_vectors`] did.
+#[derive(Debug, Default)]
+struct Drained {
+    indexed: u64,
+    /// Another drainer held the index.
+    busy: bool,
+}
+
+/// Drains the owner's backlog and then, unless another drainer holds the index, everyone
+/// else's: a job that found the index busy leaves its owner's vectors to the drainer that
+/// holds it, so each drainer finishes by taking whatever such jobs left.
+async fn index_owner_then_everyone(
+    memories: &Memories,
+    owner: &str,
+    ctx: &JobContext,
+) -> Result<Value, JobError> {
+    let own = index_vectors(memories, Some(owner), ctx).await?;
+    let others = if own.busy { Drained::default() } else { index_vectors(memories, None, ctx).await? };
+    Ok(
+        json!({"indexed": own.indexed, "indexed_for_others": others.indexed, "left_to_another_drainer": own.busy}),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(now: DateTime<Utc>, oldest_secs_ago: i64, newest_secs_ago: i64) -> BacklogSpan {
+        BacklogSpan {
+            oldest: now - chrono::Duration::seconds(oldest_secs_ago),
+            newest: now - chrono::Duration::seconds(newest_secs_ago),
+        }
+    }
+
+    #[test]
+    fn indexing_waits_for_an_import_to_pause_but_not_for_ever() {
+        let now = Utc::now();
+        assert!(defers_indexing(span(now, 8, 1), now), "a vector stored a second ago: still importing");
+        assert!(!defers_indexing(span(now, 8, 4), now), "quiet for longer than IMPORT_QUIET: index");
+        assert!(!defers_indexing(span(now, 61, 0), now), "the oldest has waited MAX_INDEX_DEFERRAL: index");
+        assert!(defers_indexing(span(now, 0, -1), now), "another clock a second ahead: still importing");
+    }
 }

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 pub use git_memory::{CommitSession, ProcessSession, RebuildIndex, RepoSync};
 pub use memories::{
-    ImportMemories, ImportPayload, IndexMemoryVectors, IndexVectorsPayload, IngestConversation,
+    IMPORT_QUIET, ImportMemories, ImportPayload, IndexMemoryVectors, IndexVectorsPayload, IngestConversation,
     IngestPayload, import_items_key,
 };
 pub use noop::{EFFECTS_NAMESPACE, Noop, NoopPayload};

@@ -8,8 +8,12 @@ use storage::sql::{MemoryScope, MemoryType, NewMemory};
 
 use super::{ImportOutcome, Memories, MemoryError};
 
-/// Items embedded and inserted together.
+/// Items embedded and inserted together, when some need embedding (a chunk's progress is
+/// reported after its embedding, seconds to minutes on a CPU).
 pub const IMPORT_CHUNK: usize = 1000;
+/// Items inserted together when every one brings its vector: one transaction per inline
+/// import request.
+pub const VECTOR_IMPORT_CHUNK: usize = 2000;
 
 /// One checked import item, as the `import_memories` job reads it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,11 +64,16 @@ impl Memories {
         mut progress: impl AsyncProgress,
     ) -> Result<ImportOutcome, MemoryError> {
         let total = items.len();
+        let chunk_size = if self.embedder().is_some() && items.iter().any(|item| item.embedding.is_none()) {
+            IMPORT_CHUNK
+        } else {
+            VECTOR_IMPORT_CHUNK
+        };
         let mut outcome = ImportOutcome::default();
         let mut items = items.into_iter().map(NewMemory::from).peekable();
         let mut done = 0;
         while items.peek().is_some() {
-            let chunk: Vec<NewMemory> = items.by_ref().take(IMPORT_CHUNK).collect();
+            let chunk: Vec<NewMemory> = items.by_ref().take(chunk_size).collect();
             done += chunk.len();
             let part = self.import(owner, chunk, deduplicate, true).await?;
             outcome.imported += part.imported;

@@ -51,9 +51,9 @@ pub use jobs::{
 };
 pub use kv::{Expect, KeyValueStore, PostgresKv, SqliteKv, Versioned};
 pub use memories::{
-    BACKLOG_FROM_VECTORS, ChangePage as MemoryChangePage, ChangesFrom, Deleted, Inserted, ListFrom, Memory,
-    MemoryChange, MemoryFilter, MemoryPatch, MemoryScope, MemoryStore, MemoryType, NewMemory,
-    PostgresMemories, ScoredMemory, SqliteMemories,
+    BACKLOG_FROM_VECTORS, BacklogSpan, ChangePage as MemoryChangePage, ChangesFrom, Deleted, Inserted,
+    ListFrom, Memory, MemoryChange, MemoryFilter, MemoryPatch, MemoryScope, MemoryStore, MemoryType,
+    NewMemory, PostgresMemories, ScoredMemory, SqliteMemories,
 };
 pub use memory_repos::{
     MemoryRepoRecord, MemoryRepoStore, PostgresMemoryRepos, RepoStatus, SqliteMemoryRepos,

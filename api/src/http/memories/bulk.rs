@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use jobs::engine::Submit;
-use jobs::kinds::{ImportMemories, IndexMemoryVectors, IngestConversation, Kind, import_items_key};
+use jobs::kinds::{
+    IMPORT_QUIET, ImportMemories, IndexMemoryVectors, IngestConversation, Kind, import_items_key,
+};
 use jobs::memories::import::NoProgress;
 use jobs::memories::{change_json, decode_cursor, encode_cursor, memory_json};
 use serde_json::{Value, json};
@@ -95,18 +97,20 @@ pub async fn import(
 }
 
 /// Queues an `index_memory_vectors` job when the import left vectors outside the index: one
-/// per owner and window, run just after the window, so a client importing batch after batch
-/// is not slowed by HNSW inserts in between (the schedule's sweep catches any this misses).
+/// per owner and window, run [`IMPORT_QUIET`] after the window ends, so a client importing
+/// batch after batch is not slowed by HNSW inserts in between (a job that still finds the
+/// owner importing defers to the next window's; the schedule's sweep catches any this misses).
 async fn index_backlog_later(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
-    if memories(state).store.backlog(&caller.user.id).await? == 0 {
+    if memories(state).store.backlog_span(&caller.user.id).await?.is_none() {
         return Ok(());
     }
     let window = Utc::now().timestamp() / INDEX_WINDOW_SECS;
+    let quiet = IMPORT_QUIET.as_secs() as i64;
     let submit = Submit {
         kind: IndexMemoryVectors::NAME.to_string(),
         payload: json!({}),
         owner: caller.user.id.clone(),
-        run_at: DateTime::from_timestamp((window + 1) * INDEX_WINDOW_SECS + 1, 0),
+        run_at: DateTime::from_timestamp((window + 1) * INDEX_WINDOW_SECS + quiet + 1, 0),
         priority: None,
         idempotency_key: Some(format!("{}:{window}", IndexMemoryVectors::NAME)),
         parent_id: None,

@@ -29,6 +29,13 @@ pub use self::query::{MAX_TERMS, STOP_WORDS, content_key, keyword_terms};
 pub use self::sqlite::SqliteMemories;
 use crate::error::StoreResult;
 
+/// The stored times of an owner's oldest and newest vectors waiting for the vector index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BacklogSpan {
+    pub oldest: DateTime<Utc>,
+    pub newest: DateTime<Utc>,
+}
+
 /// What a memory is about (AIBrain's `type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -287,13 +294,17 @@ pub trait MemoryStore: Send + Sync {
     async fn record_access(&self, owner: &str, ids: &[String]) -> StoreResult<()>;
 
     /// Moves up to `limit` vectors that bulk inserts left outside the vector index into it
-    /// (of `owner`, or of anyone), returning how many: none while another caller is doing
-    /// it. Not a change: searches find pending vectors too, only more slowly. SQLite
-    /// searches exactly and never has a backlog.
-    async fn index_backlog(&self, owner: Option<&str>, limit: i64) -> StoreResult<u64>;
+    /// (of `owner`, or of anyone), returning how many; `None`, moving nothing, while another
+    /// caller is moving vectors (of any owner). Not a change: searches find pending vectors
+    /// too, only more slowly. SQLite searches exactly and never has a backlog.
+    async fn index_backlog(&self, owner: Option<&str>, limit: i64) -> StoreResult<Option<u64>>;
 
     /// How many of the owner's vectors wait outside the vector index.
     async fn backlog(&self, owner: &str) -> StoreResult<i64>;
+
+    /// When the owner's oldest and newest vectors still outside the vector index were
+    /// stored; `None` when none waits.
+    async fn backlog_span(&self, owner: &str) -> StoreResult<Option<BacklogSpan>>;
 
     /// Changes of live memories and deletes, in sequence order.
     async fn changes(&self, owner: &str, from: ChangesFrom, limit: i64) -> StoreResult<ChangePage>;

@@ -23,11 +23,11 @@ use super::shared::{
     page_of,
 };
 use super::{
-    BACKLOG_FROM_VECTORS, ChangePage, ChangesFrom, Deleted, Inserted, ListFrom, Memory, MemoryFilter,
-    MemoryPatch, MemoryStore, NewMemory, ScoredMemory,
+    BACKLOG_FROM_VECTORS, BacklogSpan, ChangePage, ChangesFrom, Deleted, Inserted, ListFrom, Memory,
+    MemoryFilter, MemoryPatch, MemoryStore, NewMemory, ScoredMemory,
 };
 use crate::error::{StoreError, StoreResult};
-use crate::sql::millis::to_millis;
+use crate::sql::millis::{from_millis, to_millis};
 
 /// The dimension the migration indexes (all-MiniLM-L6-v2's).
 const MIGRATED_DIMS: usize = 384;
@@ -464,17 +464,17 @@ impl MemoryStore for PostgresMemories {
         Ok(())
     }
 
-    async fn index_backlog(&self, owner: Option<&str>, limit: i64) -> StoreResult<u64> {
+    async fn index_backlog(&self, owner: Option<&str>, limit: i64) -> StoreResult<Option<u64>> {
         // One drainer at a time: HNSW inserts into one index gain nothing from company, and
         // jobs queued one after another would otherwise pile up on the cores. A drainer that
-        // finds the lock taken moves nothing; the one holding it goes on until none are left.
+        // finds the lock taken moves nothing and is told so (it may be draining someone else's).
         let mut tx = self.pool.begin().await?;
         let ours: bool =
             sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('memories_vector_backlog'))")
                 .fetch_one(&mut *tx)
                 .await?;
         if !ours {
-            return Ok(0);
+            return Ok(None);
         }
         let moved = sqlx::query(
             "WITH batch AS (SELECT owner, id FROM memories WHERE vector_pending AND ($1::text IS NULL OR owner = $1) \
@@ -486,7 +486,7 @@ impl MemoryStore for PostgresMemories {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(moved.rows_affected())
+        Ok(Some(moved.rows_affected()))
     }
 
     async fn backlog(&self, owner: &str) -> StoreResult<i64> {
@@ -494,6 +494,24 @@ impl MemoryStore for PostgresMemories {
             .bind(owner)
             .fetch_one(&self.pool)
             .await?)
+    }
+
+    async fn backlog_span(&self, owner: &str) -> StoreResult<Option<BacklogSpan>> {
+        // Two probes of the backlog index by seq: pending rows come only from inserts,
+        // stamped `updated_at` in seq order.
+        let span: (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT updated_at FROM memories WHERE owner = $1 AND vector_pending ORDER BY seq LIMIT 1), \
+             (SELECT updated_at FROM memories WHERE owner = $1 AND vector_pending ORDER BY seq DESC LIMIT 1)",
+        )
+        .bind(owner)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(match span {
+            (Some(oldest), Some(newest)) => {
+                Some(BacklogSpan { oldest: from_millis(oldest), newest: from_millis(newest) })
+            }
+            _ => None,
+        })
     }
 
     async fn changes(&self, owner: &str, from: ChangesFrom, limit: i64) -> StoreResult<ChangePage> {

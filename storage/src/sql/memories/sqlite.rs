@@ -16,8 +16,8 @@ use super::shared::{
 };
 use super::vectors::{self, VectorCache};
 use super::{
-    ChangePage, ChangesFrom, Deleted, Inserted, ListFrom, Memory, MemoryFilter, MemoryPatch, MemoryStore,
-    NewMemory, ScoredMemory,
+    BacklogSpan, ChangePage, ChangesFrom, Deleted, Inserted, ListFrom, Memory, MemoryFilter, MemoryPatch,
+    MemoryStore, NewMemory, ScoredMemory,
 };
 use crate::error::StoreResult;
 use crate::sql::millis::to_millis;
@@ -458,12 +458,16 @@ impl MemoryStore for SqliteMemories {
         Ok(())
     }
 
-    async fn index_backlog(&self, _owner: Option<&str>, _limit: i64) -> StoreResult<u64> {
-        Ok(0)
+    async fn index_backlog(&self, _owner: Option<&str>, _limit: i64) -> StoreResult<Option<u64>> {
+        Ok(Some(0))
     }
 
     async fn backlog(&self, _owner: &str) -> StoreResult<i64> {
         Ok(0)
+    }
+
+    async fn backlog_span(&self, _owner: &str) -> StoreResult<Option<BacklogSpan>> {
+        Ok(None)
     }
 
     async fn changes(&self, owner: &str, from: ChangesFrom, limit: i64) -> StoreResult<ChangePage> {
