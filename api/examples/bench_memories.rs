@@ -133,7 +133,7 @@ async fn import(d: &Deployment, from: usize, to: usize, in_flight: usize) -> Dur
             assert!(status.as_u16() == 201 && reply["imported"].as_u64().is_some(), "{status} {reply}");
         }
     });
-    futures::stream::iter(requests).buffer_unordered(in_flight).collect::<Vec<()>>().await;
+    futures::stream::iter(requests).buffer_unordered(in_flight).collect::<()>().await;
     started.elapsed()
 }
 

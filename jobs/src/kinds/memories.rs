@@ -219,9 +219,9 @@ impl Kind for IndexMemoryVectors {
 
 /// Whether an owner's indexing job finding `span` at `now` leaves it for later.
 fn defers_indexing(span: BacklogSpan, now: DateTime<Utc>) -> bool {
-    let importing = (now - span.newest).to_std().is_ok_and(|age| age < IMPORT_QUIET) || span.newest > now;
-    let overdue = (now - span.oldest).to_std().is_ok_and(|age| age >= MAX_INDEX_DEFERRAL);
-    importing && !overdue
+    // A time ahead of `now` (another process's clock) counts as just now.
+    let age = |at: DateTime<Utc>| (now - at).to_std().unwrap_or_default();
+    age(span.newest) < IMPORT_QUIET && age(span.oldest) < MAX_INDEX_DEFERRAL
 }
 
 /// Vectors moved into the index per transaction.
