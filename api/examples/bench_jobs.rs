@@ -61,6 +61,10 @@ async fn fresh_stack(base: &Stack) -> (Vec<(String, String)>, tempfile::TempDir)
     }
     env.push(("ENGRAM_REDIS_PREFIX".into(), format!("bench-{}", ulid::Ulid::generate())));
     env.push(("API_KEY".into(), ADMIN_KEY.into()));
+    // No-op jobs exist for tests and benchmarks; one owner (the admin) submits every job, so
+    // the per-owner running cap would measure the cap, not the engine.
+    env.push(("ENGRAM_ENABLE_TEST_KINDS".into(), "true".into()));
+    env.push(("ENGRAM_JOBS_MAX_RUNNING_PER_OWNER".into(), "0".into()));
     (env, dir)
 }
 

@@ -47,6 +47,8 @@ impl AppState {
             access: AccessTokens::new(jwt_secret, config.auth.access_token_lifetime),
             refresh_lifetime: config.auth.refresh_token_lifetime,
             static_key_hash: config.api_key.as_ref().map(|key| secret_hash(key.expose())),
+            registration: config.auth.registration,
+            invites: backends.database.invite_store(),
         };
         let github = GitHub::new(config.github_api_url.expose());
         let throttle = Throttle::new(backends.counters.clone(), config.auth.clone());

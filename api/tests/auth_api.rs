@@ -300,3 +300,99 @@ async fn the_static_api_key_acts_as_an_admin(app: TestApp) {
     let body = json!({"name": "k", "scopes": ["blobs:rw"]});
     assert_eq!(send(&app, Method::POST, "/api/v1/api-keys", STATIC_KEY, Some(body)).await.0, 403);
 }
+
+#[tokio::test]
+async fn sqlite_registration_by_invitation() {
+    registration_by_invitation(Stack::Embedded).await;
+}
+
+#[tokio::test]
+async fn postgres_registration_by_invitation() {
+    registration_by_invitation(Stack::Postgres).await;
+}
+
+#[tokio::test]
+async fn sqlite_closed_registration() {
+    closed_registration(Stack::Embedded).await;
+}
+
+#[tokio::test]
+async fn postgres_closed_registration() {
+    closed_registration(Stack::Postgres).await;
+}
+
+/// `ENGRAM_REGISTRATION=invite`: an account takes an administrator's invitation, each
+/// invitation admits one account (the one email it names, if it names one), a failed
+/// registration gives it back, and only administrators issue, list and revoke them.
+async fn registration_by_invitation(stack: Stack) {
+    let env = [("API_KEY", STATIC_KEY), ("ENGRAM_REGISTRATION", "invite")];
+    let Some(app) = spawn_app(stack, &env).await else { return };
+    let sign_up = |email: &str, code: Option<&str>| {
+        let mut body = json!({"email": email, "password": PASSWORD});
+        if let Some(code) = code {
+            body["inviteCode"] = json!(code);
+        }
+        post(&app, "/api/v1/auth/register", None, Some(body))
+    };
+    let (status, refused) = sign_up("uninvited@example.com", None).await;
+    assert_eq!((status, refused["success"].as_bool()), (403, Some(false)), "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains("invitation"), "{refused}");
+    assert_eq!(sign_up("guess@example.com", Some("inv_guessed")).await.0, 403);
+
+    let (status, invite) = post(&app, "/api/v1/auth/invites", Some(STATIC_KEY), Some(json!({}))).await;
+    assert_eq!(status, 201, "{invite}");
+    let code = invite["code"].as_str().unwrap().to_string();
+    let (status, first) = sign_up("Invited@Example.com", Some(&code)).await;
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(sign_up("second@example.com", Some(&code)).await.0, 403, "an invitation admits one account");
+
+    let for_ada = json!({"email": "ada@example.com", "expiresInHours": 1});
+    let (_, named) = post(&app, "/api/v1/auth/invites", Some(STATIC_KEY), Some(for_ada)).await;
+    let named_code = named["code"].as_str().unwrap();
+    assert_eq!(sign_up("grace@example.com", Some(named_code)).await.0, 403, "it names another address");
+    assert_eq!(sign_up("invited@example.com", Some(named_code)).await.0, 403, "the address is not ada's");
+    assert_eq!(sign_up("ada@example.com", Some(named_code)).await.0, 201);
+
+    let (_, spare) = post(&app, "/api/v1/auth/invites", Some(STATIC_KEY), Some(json!({}))).await;
+    let spare_code = spare["code"].as_str().unwrap();
+    let (status, taken) = sign_up("invited@example.com", Some(spare_code)).await;
+    assert_eq!(status, 409, "the email is registered: {taken}");
+    assert_eq!(sign_up("late@example.com", Some(spare_code)).await.0, 201, "a failed sign-up gives it back");
+
+    let user = first["token"].as_str().unwrap();
+    assert_eq!(post(&app, "/api/v1/auth/invites", Some(user), Some(json!({}))).await.0, 403);
+    let (status, listed) = send(&app, reqwest::Method::GET, "/api/v1/auth/invites", STATIC_KEY, None).await;
+    assert_eq!(status, 200, "{listed}");
+    let invites = listed["invites"].as_array().unwrap();
+    assert_eq!(invites.len(), 3);
+    assert!(invites.iter().all(|i| i["usedAt"].is_string() && i.get("code").is_none()), "{listed}");
+    let (_, unused) = post(&app, "/api/v1/auth/invites", Some(STATIC_KEY), Some(json!({}))).await;
+    let path = format!("/api/v1/auth/invites/{}", unused["invite"]["id"].as_str().unwrap());
+    assert_eq!(send(&app, reqwest::Method::DELETE, &path, user, None).await.0, 403);
+    assert_eq!(send(&app, reqwest::Method::DELETE, &path, STATIC_KEY, None).await.0, 204);
+    assert_eq!(send(&app, reqwest::Method::DELETE, &path, STATIC_KEY, None).await.0, 404);
+    assert_eq!(sign_up("revoked@example.com", unused["code"].as_str()).await.0, 403);
+    let too_long = json!({"expiresInHours": 721});
+    assert_eq!(post(&app, "/api/v1/auth/invites", Some(STATIC_KEY), Some(too_long)).await.0, 400);
+}
+
+/// `ENGRAM_REGISTRATION=closed`: nobody registers, invitation or not; an account that exists
+/// (made before the server closed) still logs in.
+async fn closed_registration(stack: Stack) {
+    let Some(app) = spawn_app(stack, &[("ENGRAM_REGISTRATION", "closed")]).await else { return };
+    let body = json!({"email": "late@example.com", "password": PASSWORD, "inviteCode": "inv_anything"});
+    let (status, refused) = post(&app, "/api/v1/auth/register", None, Some(body)).await;
+    assert_eq!((status, refused["code"].as_str()), (403, Some("FORBIDDEN")), "{refused}");
+    let early = storage::sql::NewUser {
+        id: storage::ids::new_id(),
+        email: Some("early@example.com".into()),
+        password_hash: Some(api::auth::password::hash(PASSWORD.into()).await.unwrap()),
+        display_name: String::new(),
+        role: storage::sql::Role::User,
+        github_login: None,
+    };
+    app.open_database().await.identity_store().create_user(early).await.unwrap().unwrap();
+    let login = json!({"email": "early@example.com", "password": PASSWORD});
+    let (status, _) = post(&app, "/api/v1/auth/login", None, Some(login)).await;
+    assert_eq!(status, 200, "the account made before still logs in");
+}

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Stack, engram_api, free_port, stack_env, wait_until_up};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn base_env(data_dir: &std::path::Path, port: u16) -> Vec<(String, String)> {
     vec![
@@ -325,4 +325,82 @@ async fn read_all(mut pipe: impl tokio::io::AsyncRead + Unpin) -> String {
     let mut bytes = Vec::new();
     pipe.read_to_end(&mut bytes).await.unwrap();
     String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// A job's child process (here the test kind's `command`, which an administrator may run once
+/// `ENGRAM_ENABLE_TEST_KINDS` is set) sees none of the server's secrets: it prints its
+/// environment and working directory into the job's log, and neither the secrets' names nor
+/// their values nor the data dir appear; a tenant may not submit the command at all.
+#[tokio::test]
+async fn a_jobs_child_process_sees_none_of_the_servers_secrets() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let secrets = [
+        ("API_KEY", "static-admin-key-of-the-env-test"),
+        ("JWT_SECRET", "jwt-secret-of-the-env-test"),
+        ("AWS_SECRET_ACCESS_KEY", "aws-secret-of-the-env-test"),
+        ("ANTHROPIC_API_KEY", "anthropic-key-of-the-env-test"),
+        ("SSO_SHARED_SECRET", "sso-secret-of-the-env-test"),
+    ];
+    let mut env = base_env(data_dir.path(), port);
+    env.extend(secrets.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    env.push(("ENGRAM_ENABLE_TEST_KINDS".into(), "true".into()));
+    let _server = engram_api(&[], &env).spawn().unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    wait_until_up(&format!("{url}/health"), Duration::from_secs(30)).await;
+    let admin = common::admin_client(secrets[0].1);
+
+    let register = json!({"email": "tenant@example.com", "password": "a long enough password"});
+    let session: Value = reqwest::Client::new()
+        .post(format!("{url}/api/v1/auth/register"))
+        .json(&register)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tenant = common::admin_client(session["token"].as_str().unwrap());
+    let command = json!({"kind": "noop", "payload": {"command": ["sh", "-c", "env; echo \"cwd=$(pwd)\""]}});
+    let refused = tenant.post(format!("{url}/api/v1/jobs")).json(&command).send().await.unwrap();
+    assert_eq!(refused.status(), 403, "a tenant cannot run a command");
+
+    let submitted: Value =
+        admin.post(format!("{url}/api/v1/jobs")).json(&command).send().await.unwrap().json().await.unwrap();
+    let id = submitted["job_id"].as_str().expect("an administrator's command job is queued").to_string();
+    let started = Instant::now();
+    let job = loop {
+        let job: Value =
+            admin.get(format!("{url}/api/v1/jobs/{id}")).send().await.unwrap().json().await.unwrap();
+        if job["status"] == "succeeded" || job["status"] == "dead" {
+            break job;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the job did not finish: {job}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let logs: Value = admin
+        .get(format!("{url}/api/v1/jobs/{id}/logs?limit=1000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let lines: Vec<&str> =
+        logs["lines"].as_array().unwrap().iter().map(|l| l["line"].as_str().unwrap()).collect();
+    assert!(lines.iter().any(|l| l.starts_with("PATH=")), "the child printed its environment: {lines:?}");
+    let data_dir = data_dir.path().display().to_string();
+    for line in &lines {
+        for (name, value) in &secrets {
+            assert!(!line.contains(value), "{name}'s value reached the child: {line}");
+            assert!(!line.starts_with(&format!("{name}=")), "{name} reached the child: {line}");
+        }
+        assert!(!line.contains(&data_dir), "the child was pointed at the data dir: {line}");
+        assert!(!line.starts_with("ENGRAM_") && !line.starts_with("DATABASE_URL="), "{line}");
+    }
+    let home = lines.iter().find_map(|l| l.strip_prefix("HOME=")).expect("a HOME of its own");
+    let cwd = lines.iter().find_map(|l| l.strip_prefix("cwd=")).expect("its working directory");
+    assert_eq!(home, cwd, "it starts in its scratch directory, which is also its HOME");
+    assert!(!std::path::Path::new(home).exists(), "the scratch directory is removed afterwards");
 }

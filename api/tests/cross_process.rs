@@ -77,9 +77,12 @@ async fn an_idle_worker_process_picks_up_each_job_the_api_pushes(stack: Stack) {
     }
 }
 
+/// One owner with a running cap below the worker's slots, so jobs are parked and unparked
+/// across the kill too.
 async fn a_killed_worker_loses_nothing(stack: Stack) {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let Some(app) = spawn_app_with(stack, &[], false).await else { return };
+    let capped = [("ENGRAM_JOBS_MAX_RUNNING_PER_OWNER", "6")];
+    let Some(app) = spawn_app_with(stack, &capped, false).await else { return };
     let mut first = worker(&app, &["--concurrency", "8"]);
     wait_for_workers(&app, 1).await;
     let jobs: Vec<Value> = (0..2000)
@@ -226,7 +229,9 @@ async fn two_workers_stream_logs_to_the_api_and_fire_each_tick_once(stack: Stack
 #[tokio::test]
 async fn twenty_thousand_queued_jobs_drain_on_redis() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let Some(app) = spawn_app_with(Stack::ScaleOut, &[], false).await else { return };
+    // One owner's backlog: what is measured is delivery, not that owner's running cap.
+    let uncapped = [("ENGRAM_JOBS_MAX_RUNNING_PER_OWNER", "0")];
+    let Some(app) = spawn_app_with(Stack::ScaleOut, &uncapped, false).await else { return };
     for _ in 0..2 {
         let jobs: Vec<Value> = (0..10_000).map(|_| json!({"kind": "noop"})).collect();
         let (status, reply) = app.post_json("/api/v1/jobs/batch", &json!({"jobs": jobs})).await;

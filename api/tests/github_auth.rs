@@ -72,6 +72,29 @@ async fn exchanges_create_then_find_the_account(stack: Stack) {
     assert!(body["detail"].as_str().unwrap().contains("github_token"), "{body}");
 }
 
+/// Where registration is not open, GitHub sign-in reaches only accounts that exist.
+async fn github_sign_up_follows_the_registration_mode(stack: Stack) {
+    let github = github_stand_in().await;
+    for mode in ["invite", "closed"] {
+        let env = [("GITHUB_API_URL", github.as_str()), ("ENGRAM_REGISTRATION", mode)];
+        let Some(app) = spawn_app(stack, &env).await else { return };
+        let (status, refused) = exchange(&app, "gho_good").await;
+        assert_eq!(status, 403, "{mode}: {refused}");
+        assert!(refused["detail"].as_str().unwrap().contains("existing accounts only"), "{refused}");
+        let existing = storage::sql::NewUser {
+            id: storage::ids::new_id(),
+            email: None,
+            password_hash: None,
+            display_name: "The Octocat".into(),
+            role: storage::sql::Role::User,
+            github_login: Some("octocat".into()),
+        };
+        app.open_database().await.identity_store().create_user(existing).await.unwrap().unwrap();
+        let (status, signed_in) = exchange(&app, "gho_good").await;
+        assert_eq!(status, 200, "{mode}: an existing account signs in: {signed_in}");
+    }
+}
+
 async fn an_unreachable_github_is_503(stack: Stack) {
     let closed = format!("http://127.0.0.1:{}", common::free_port());
     let Some(app) = spawn_app(stack, &[("GITHUB_API_URL", closed.as_str())]).await else { return };
@@ -88,6 +111,16 @@ async fn sqlite_exchanges_create_then_find_the_account() {
 #[tokio::test]
 async fn postgres_exchanges_create_then_find_the_account() {
     exchanges_create_then_find_the_account(Stack::Postgres).await;
+}
+
+#[tokio::test]
+async fn sqlite_github_sign_up_follows_the_registration_mode() {
+    github_sign_up_follows_the_registration_mode(Stack::Embedded).await;
+}
+
+#[tokio::test]
+async fn postgres_github_sign_up_follows_the_registration_mode() {
+    github_sign_up_follows_the_registration_mode(Stack::Postgres).await;
 }
 
 #[tokio::test]

@@ -55,18 +55,26 @@ const ROUTES: &[(&str, &str, Access, &str)] = &[
     ("POST", "/api/v1/api-keys", Owner(Resource::None), r#"{"name": "b's key", "scopes": ["jobs:read"]}"#),
     ("GET", "/api/v1/api-keys", Owner(Resource::None), ""),
     ("DELETE", "/api/v1/api-keys/{id}", Owner(ApiKey), ""),
-    ("POST", "/api/v1/jobs", Owner(Resource::None), r#"{"kind": "noop"}"#),
+    ("POST", "/api/v1/jobs", Owner(Resource::None), r#"{"kind": "index_memory_vectors"}"#),
     ("GET", "/api/v1/jobs", Owner(Resource::None), ""),
-    ("POST", "/api/v1/jobs/batch", Owner(Resource::None), r#"{"jobs": [{"kind": "noop"}]}"#),
+    ("POST", "/api/v1/jobs/batch", Owner(Resource::None), r#"{"jobs": [{"kind": "index_memory_vectors"}]}"#),
     ("GET", "/api/v1/jobs/{id}", Owner(Job), ""),
     ("POST", "/api/v1/jobs/{id}/cancel", Owner(Job), "{}"),
     ("POST", "/api/v1/jobs/{id}/retry", Owner(Job), "{}"),
     ("GET", "/api/v1/jobs/{id}/logs", Owner(Job), ""),
     ("GET", "/api/v1/jobs/{id}/logs/stream", Owner(Job), ""),
     ("GET", "/api/v1/workers", Admin, ""),
+    ("POST", "/api/v1/auth/invites", Admin, "{}"),
+    ("GET", "/api/v1/auth/invites", Admin, ""),
+    ("DELETE", "/api/v1/auth/invites/{id}", Admin, ""),
     ("GET", "/api/v1/queues", Admin, ""),
     ("GET", "/api/v1/schedules", Owner(Resource::None), ""),
-    ("POST", "/api/v1/schedules", Owner(Resource::None), r#"{"kind": "noop", "cron": "0 0 1 1 *"}"#),
+    (
+        "POST",
+        "/api/v1/schedules",
+        Owner(Resource::None),
+        r#"{"kind": "index_memory_vectors", "cron": "0 0 1 1 *"}"#,
+    ),
     ("GET", "/api/v1/schedules/{id}", Owner(Schedule), ""),
     ("PATCH", "/api/v1/schedules/{id}", Owner(Schedule), r#"{"paused": true}"#),
     ("DELETE", "/api/v1/schedules/{id}", Owner(Schedule), ""),
@@ -289,8 +297,8 @@ async fn tenant_a(app: &TestApp) -> TenantA {
         "POST",
         "/api/v1/jobs",
         &token,
-        json!({"kind": "noop", "run_at": far_future,
-        "payload": {"echo": MARKER}}),
+        json!({"kind": "ingest_conversation", "run_at": far_future,
+        "payload": {"conversation_text": MARKER}}),
     )
     .await["job_id"]
         .as_str()
@@ -301,8 +309,8 @@ async fn tenant_a(app: &TestApp) -> TenantA {
         "POST",
         "/api/v1/schedules",
         &token,
-        json!({"kind": "noop",
-        "cron": "0 0 1 1 *", "payload": {"echo": MARKER}}),
+        json!({"kind": "ingest_conversation",
+        "cron": "0 0 1 1 *", "payload": {"conversation_text": MARKER}}),
     )
     .await["id"]
         .as_str()

@@ -1,5 +1,5 @@
 //! What a handler gets besides its payload: its job's id and attempt, progress and log
-//! reporting, and cooperative cancellation (including killing a child process).
+//! reporting, and cooperative cancellation (including killing child processes).
 
 use std::process::ExitStatus;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use storage::Backends;
 use storage::sql::{JobStore, LogLine};
 use tokio_util::sync::CancellationToken;
 
+use crate::child::{ChildCommand, ProcessGroup, read_lines};
 use crate::events::JobEvent;
 use crate::kinds::JobError;
 use crate::logs::LogWriter;
@@ -121,21 +122,41 @@ impl JobContext {
         }
     }
 
-    /// Runs a child process to completion; on cancellation (or when the attempt times out and
-    /// this future is dropped) the child is killed.
-    pub async fn run_child(&self, mut command: tokio::process::Command) -> Result<ExitStatus, JobError> {
-        command.kill_on_drop(true).stdin(std::process::Stdio::null());
-        let mut child =
-            command.spawn().map_err(|e| JobError::Failed(format!("cannot start the child process: {e}")))?;
+    /// Runs a child process to completion (see `child` for what it may see), its output
+    /// logged; on cancellation, or when the attempt times out and this future is dropped,
+    /// its whole process group is killed.
+    pub async fn run_child(&self, command: ChildCommand) -> Result<ExitStatus, JobError> {
+        let scratch = tempfile::Builder::new()
+            .prefix("engram-job-")
+            .tempdir()
+            .map_err(|e| JobError::Failed(format!("cannot make the child's scratch directory: {e}")))?;
+        let mut child = command
+            .build(scratch.path())
+            .spawn()
+            .map_err(|e| JobError::Failed(format!("cannot start the child process: {e}")))?;
+        let group = ProcessGroup::of(&child);
         if let Some(pid) = child.id() {
             self.info(format!("started child process {pid}"));
         }
-        tokio::select! {
-            status = child.wait() => status.map_err(|e| JobError::Failed(format!("child process: {e}"))),
-            _ = self.cancel.cancelled() => {
-                let _ = child.kill().await;
-                Err(JobError::Cancelled)
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        let reading = futures::future::join(
+            read_lines(stdout, |line| self.info(line)),
+            read_lines(stderr, |line| self.warn(line)),
+        );
+        tokio::pin!(reading);
+        let mut read_all = false;
+        let status = loop {
+            tokio::select! {
+                status = child.wait() => break status,
+                _ = &mut reading, if !read_all => read_all = true,
+                _ = self.cancel.cancelled() => return Err(JobError::Cancelled),
             }
+        };
+        // What the child left running goes now; its last output is read briefly.
+        drop(group);
+        if !read_all {
+            let _ = tokio::time::timeout(Duration::from_secs(1), reading).await;
         }
+        status.map_err(|e| JobError::Failed(format!("child process: {e}")))
     }
 }

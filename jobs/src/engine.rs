@@ -1,5 +1,6 @@
-//! The job engine as the API sees it: submit (validated against the kind), cancel, retry,
-//! and schedules. Workers run what it submits (see `runner` and `worker`).
+//! The job engine as the API sees it: submit (validated against the kind and against what
+//! the requester may submit), cancel, retry, and schedules. Workers run what it submits (see
+//! `runner` and `worker`).
 
 use std::sync::Arc;
 
@@ -11,7 +12,30 @@ use storage::sql::{Job, JobStore, NewJob, Schedule, ScheduleStore};
 use crate::cron::{CronError, CronSpec};
 use crate::delivery::{Delivery, DeliveryTask};
 use crate::events::{CANCEL_TOPIC, CancelRequest};
-use crate::kinds::{PayloadError, Registry};
+use crate::kinds::{Access, ErasedKind, PayloadError, Registry, SYSTEM_OWNER};
+
+/// On whose authority a job is submitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requester {
+    /// A tenant through the job routes: only `Access::Tenant` kinds acting for the owner, at
+    /// no more than the kind's default priority, within the owner's queued-job cap.
+    Tenant,
+    /// An administrator through the job routes: any registered kind, any priority, no cap.
+    Administrator,
+    /// Engram on the owner's behalf (a service route that checked its caller, a schedule
+    /// firing): any kind and priority, within the owner's queued-job cap.
+    Engram,
+}
+
+/// Limits on what one owner may have queued.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OwnerCaps {
+    /// Most jobs waiting (queued, or failed awaiting a retry) per owner; 0 = none.
+    pub max_queued: u64,
+}
+
+/// How long a submitter past its queued cap is told to wait before trying again.
+pub const QUEUE_FULL_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A job to submit.
 #[derive(Debug, Clone)]
@@ -23,6 +47,7 @@ pub struct Submit {
     pub priority: Option<i32>,
     pub idempotency_key: Option<String>,
     pub parent_id: Option<String>,
+    pub requester: Requester,
 }
 
 /// Why a submission was refused, naming the field.
@@ -32,6 +57,13 @@ pub enum SubmitError {
     UnknownKind(String),
     #[error(transparent)]
     Payload(#[from] PayloadError),
+    /// The requester may not submit this (a kind or priority for administrators, a payload
+    /// acting for another user).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The owner has as many jobs waiting as `OwnerCaps::max_queued` allows.
+    #[error("{owner_jobs} jobs are waiting already, the most one owner may have queued is {cap}")]
+    QueueFull { owner_jobs: u64, cap: u64 },
     #[error(transparent)]
     Cron(#[from] CronError),
     #[error(transparent)]
@@ -47,13 +79,52 @@ pub struct JobEngine {
     pub events: Arc<dyn EventBus>,
     pub kinds: Registry,
     pub delivery: Arc<dyn Delivery>,
+    pub caps: OwnerCaps,
+}
+
+/// Validates `payload` against `kind` and refuses what `requester` may not submit for
+/// `owner`: a tenant learns nothing of a kind's payload that it may not submit.
+fn check_submission(
+    kind: &dyn ErasedKind,
+    payload: &Value,
+    requester: Requester,
+    owner: &str,
+    priority: Option<i32>,
+) -> Result<(), SubmitError> {
+    if requester != Requester::Tenant {
+        kind.check_payload(payload)?;
+        return Ok(());
+    }
+    let name = kind.name();
+    match kind.access() {
+        Access::Tenant => {}
+        Access::Admin => {
+            return Err(SubmitError::Forbidden(format!("kind: {name} jobs are for administrators only")));
+        }
+        Access::Test => {
+            return Err(SubmitError::Forbidden(format!(
+                "kind: {name} exists for tests and is for administrators only"
+            )));
+        }
+    }
+    let acts_for = kind.check_payload(payload)?;
+    if acts_for.is_some_and(|user| user != owner) {
+        return Err(SubmitError::Forbidden("payload.user_id: a job may act only for its owner".into()));
+    }
+    let default = kind.policy().priority;
+    if priority.is_some_and(|p| p > default) {
+        return Err(SubmitError::Forbidden(format!(
+            "priority: above the kind's default ({default}) is for administrators"
+        )));
+    }
+    Ok(())
 }
 
 impl JobEngine {
     fn new_job(&self, submit: Submit) -> Result<NewJob, SubmitError> {
         let kind =
             self.kinds.get(&submit.kind).ok_or_else(|| SubmitError::UnknownKind(submit.kind.clone()))?;
-        kind.check_payload(&submit.payload)?;
+        check_submission(kind.as_ref(), &submit.payload, submit.requester, &submit.owner, submit.priority)?;
         let policy = kind.policy();
         Ok(NewJob {
             id: storage::ids::new_id(),
@@ -77,11 +148,13 @@ impl JobEngine {
 
     /// Records and enqueues many jobs at once; the error names the index of the first bad one.
     pub async fn submit_many(&self, submits: Vec<Submit>) -> Result<Vec<(Job, bool)>, (usize, SubmitError)> {
+        let requesters: Vec<Requester> = submits.iter().map(|s| s.requester).collect();
         let new_jobs = submits
             .into_iter()
             .enumerate()
             .map(|(i, s)| self.new_job(s).map_err(|e| (i, e)))
             .collect::<Result<Vec<_>, _>>()?;
+        self.check_queued_caps(&new_jobs, &requesters).await.map_err(|e| (0, e))?;
         let created = self.jobs.create_many(new_jobs).await.map_err(|e| (0, e.into()))?;
         let tasks: Vec<DeliveryTask> = created
             .iter()
@@ -96,6 +169,27 @@ impl JobEngine {
         // A push lost here is repaired by the workers' sweep of due queued jobs.
         self.delivery.push(&tasks).await.map_err(|e| (0, SubmitError::Delivery(e)))?;
         Ok(created)
+    }
+
+    /// Tenants' submissions that would take their owner past `OwnerCaps::max_queued`.
+    async fn check_queued_caps(&self, jobs: &[NewJob], requesters: &[Requester]) -> Result<(), SubmitError> {
+        let cap = self.caps.max_queued;
+        if cap == 0 {
+            return Ok(());
+        }
+        let mut adding: std::collections::BTreeMap<&str, u64> = Default::default();
+        for (job, requester) in jobs.iter().zip(requesters) {
+            if *requester != Requester::Administrator && job.owner != SYSTEM_OWNER {
+                *adding.entry(job.owner.as_str()).or_default() += 1;
+            }
+        }
+        for (owner, count) in adding {
+            let waiting = self.jobs.waiting_count(owner).await?;
+            if waiting + count > cap {
+                return Err(SubmitError::QueueFull { owner_jobs: waiting, cap });
+            }
+        }
+        Ok(())
     }
 
     /// Cancels a queued job, or asks the worker running it to stop.
@@ -122,8 +216,10 @@ impl JobEngine {
     }
 
     /// Validates and stores a schedule, computing its first tick.
+    #[allow(clippy::too_many_arguments)]
     pub async fn create_schedule(
         &self,
+        requester: Requester,
         owner: &str,
         kind: &str,
         payload: Value,
@@ -132,7 +228,7 @@ impl JobEngine {
         paused: bool,
     ) -> Result<Schedule, SubmitError> {
         let handler = self.kinds.get(kind).ok_or_else(|| SubmitError::UnknownKind(kind.to_string()))?;
-        handler.check_payload(&payload)?;
+        check_submission(handler.as_ref(), &payload, requester, owner, None)?;
         let spec = CronSpec::parse(cron, timezone)?;
         let now = Utc::now();
         let schedule = Schedule {
@@ -153,10 +249,14 @@ impl JobEngine {
     }
 
     /// Re-validates an edited schedule and recomputes its next tick.
-    pub async fn update_schedule(&self, mut schedule: Schedule) -> Result<Option<Schedule>, SubmitError> {
+    pub async fn update_schedule(
+        &self,
+        requester: Requester,
+        mut schedule: Schedule,
+    ) -> Result<Option<Schedule>, SubmitError> {
         let handler =
             self.kinds.get(&schedule.kind).ok_or_else(|| SubmitError::UnknownKind(schedule.kind.clone()))?;
-        handler.check_payload(&schedule.payload)?;
+        check_submission(handler.as_ref(), &schedule.payload, requester, &schedule.owner, None)?;
         let spec = CronSpec::parse(&schedule.cron, &schedule.timezone)?;
         schedule.next_run_at = spec.next_after(Utc::now());
         Ok(self.schedules.update(&schedule).await?.then_some(schedule))
@@ -182,6 +282,7 @@ impl JobEngine {
                 priority: None,
                 idempotency_key: Some(format!("schedule:{}:{}", schedule.id, tick.timestamp_millis())),
                 parent_id: None,
+                requester: Requester::Engram,
             };
             match self.submit(submit).await {
                 Ok(_) => fired += 1,

@@ -4,6 +4,7 @@
 
 pub mod backoff;
 pub mod batch;
+pub mod child;
 pub mod context;
 pub mod cron;
 pub mod delivery;

@@ -1,7 +1,9 @@
-//! Running one delivered job: claim it, run its kind's handler under the kind's timeout with
-//! panics caught and cancellation wired in, record the outcome, and schedule the retry.
-//! Whatever the handler does, the job never stays `running` after the attempt ends. Claims
-//! and outcomes of concurrent attempts are written in batches (see `batch`).
+//! Running one delivery: claim the kind's next job in turn, run its kind's handler under the
+//! kind's timeout with panics caught and cancellation wired in, record the outcome, and
+//! schedule the retry. Whatever the handler does, the job never stays `running` after the
+//! attempt ends. Claims and outcomes of concurrent attempts are written in batches (see
+//! `batch`); an attempt's end gives its owner room under the running cap, so the owner's
+//! parked jobs are delivered again.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -52,10 +54,10 @@ impl RunningJobs {
     }
 }
 
-/// What happened to a delivered job id.
+/// What happened to a delivery.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Executed {
-    /// Not claimable: already done, cancelled, running elsewhere, or gone.
+    /// No job of the kind was due, or every due one's owner is at the running cap.
     Skipped,
     Finished(JobStatus),
     /// Ran, but the job was re-queued under it meanwhile; its outcome was dropped.
@@ -76,6 +78,8 @@ pub struct RunnerParts {
     pub delivery: Arc<dyn Delivery>,
     /// Caps the jobs this process runs at once, over all kinds.
     pub concurrency: usize,
+    /// Most jobs of one owner running at once over every worker; 0 = no cap.
+    pub max_running_per_owner: u64,
 }
 
 #[derive(Clone)]
@@ -84,25 +88,56 @@ pub struct Runner {
     pub running: RunningJobs,
     slots: Arc<tokio::sync::Semaphore>,
     claims: Batcher<String, Option<Job>>,
-    outcomes: Batcher<(String, AttemptOutcome), bool>,
+    outcomes: Batcher<Ended, bool>,
+    stop_claiming: CancellationToken,
+}
+
+/// An attempt that ended, as the outcome batch takes it.
+struct Ended {
+    job_id: String,
+    outcome: AttemptOutcome,
+}
+
+/// Claims for a batch of deliveries, each naming its kind: one claim per kind.
+async fn claim_in_turn(
+    jobs: &dyn JobStore,
+    kinds: Vec<String>,
+    worker_id: &str,
+    cap: u64,
+) -> storage::StoreResult<Vec<Option<Job>>> {
+    let mut wanted: HashMap<&str, usize> = HashMap::new();
+    for kind in &kinds {
+        *wanted.entry(kind.as_str()).or_default() += 1;
+    }
+    let mut claimed: HashMap<&str, std::vec::IntoIter<Job>> = HashMap::new();
+    for (kind, count) in wanted {
+        claimed.insert(kind, jobs.claim_next(kind, count, worker_id, cap).await?.into_iter());
+    }
+    Ok(kinds.iter().map(|kind| claimed.get_mut(kind.as_str()).and_then(Iterator::next)).collect())
+}
+
+async fn record_outcomes(
+    jobs: &dyn JobStore,
+    ended: Vec<Ended>,
+    worker_id: &str,
+) -> storage::StoreResult<Vec<bool>> {
+    let outcomes: Vec<(String, AttemptOutcome)> = ended.into_iter().map(|e| (e.job_id, e.outcome)).collect();
+    jobs.finish_attempts(worker_id, &outcomes).await
 }
 
 impl Runner {
     /// Builds the runner and starts its claim and outcome batch loops.
     pub fn new(parts: RunnerParts) -> Self {
-        let (jobs, worker_id) = (parts.jobs.clone(), parts.worker_id.clone());
-        let claims = Batcher::spawn(MAX_BATCH, move |ids: Vec<String>| {
+        let (jobs, worker_id, cap) =
+            (parts.jobs.clone(), parts.worker_id.clone(), parts.max_running_per_owner);
+        let claims = Batcher::spawn(MAX_BATCH, move |kinds: Vec<String>| {
             let (jobs, worker_id) = (jobs.clone(), worker_id.clone());
-            async move {
-                let mut claimed: HashMap<String, Job> =
-                    jobs.claim_many(&ids, &worker_id).await?.into_iter().map(|j| (j.id.clone(), j)).collect();
-                Ok(ids.iter().map(|id| claimed.remove(id)).collect())
-            }
+            async move { claim_in_turn(jobs.as_ref(), kinds, &worker_id, cap).await }
         });
         let (jobs, worker_id) = (parts.jobs.clone(), parts.worker_id.clone());
-        let outcomes = Batcher::spawn(MAX_BATCH, move |outcomes: Vec<(String, AttemptOutcome)>| {
+        let outcomes = Batcher::spawn(MAX_BATCH, move |ended: Vec<Ended>| {
             let (jobs, worker_id) = (jobs.clone(), worker_id.clone());
-            async move { jobs.finish_attempts(&worker_id, &outcomes).await }
+            async move { record_outcomes(jobs.as_ref(), ended, &worker_id).await }
         });
         Self {
             slots: Arc::new(tokio::sync::Semaphore::new(parts.concurrency)),
@@ -110,14 +145,53 @@ impl Runner {
             running: RunningJobs::default(),
             claims,
             outcomes,
+            stop_claiming: CancellationToken::new(),
         }
     }
 
-    pub async fn execute(&self, job_id: &str) -> anyhow::Result<Executed> {
+    /// Claims the next job of `kind` in turn and runs it.
+    ///
+    /// Under a running cap, the slot then runs its owner's next parked job, if any, so an
+    /// owner at the cap keeps its share without waiting for a delivery each time; parked jobs
+    /// of kinds this process does not run are delivered again instead.
+    pub async fn execute(&self, kind: &str) -> anyhow::Result<Executed> {
         let _slot = self.slots.acquire().await?;
-        let Some(job) = self.claims.call(job_id.to_string()).await? else {
+        let Some(mut job) = self.claims.call(kind.to_string()).await? else {
             return Ok(Executed::Skipped);
         };
+        loop {
+            let executed = self.run_claimed(job.clone()).await?;
+            let cap = self.parts.max_running_per_owner;
+            if cap == 0 {
+                return Ok(executed);
+            }
+            let owner = std::slice::from_ref(&job.owner);
+            let kinds: Vec<&str> = self.parts.kinds.names().collect();
+            let jobs = &self.parts.jobs;
+            let next = match self.stop_claiming.is_cancelled() {
+                false => jobs.claim_parked(&job.owner, &kinds, &self.parts.worker_id, cap).await?,
+                true => None,
+            };
+            match next {
+                Some(next) => job = next,
+                None => {
+                    let unparked = jobs.unpark(Some(owner), cap).await?;
+                    let tasks: Vec<DeliveryTask> = unparked.iter().map(DeliveryTask::due_now).collect();
+                    self.parts.delivery.push(&tasks).await?;
+                    return Ok(executed);
+                }
+            }
+        }
+    }
+
+    /// From now on, a slot whose attempt ended leaves its owner's parked jobs to deliveries
+    /// (the process is draining).
+    pub fn stop_claiming(&self) {
+        self.stop_claiming.cancel();
+    }
+
+    /// Runs one claimed job and records how its attempt ended.
+    async fn run_claimed(&self, job: Job) -> anyhow::Result<Executed> {
         self.parts.logs.publish(&job.id, JobEvent::Status { status: JobStatus::Running });
         let token = CancellationToken::new();
         self.running.insert(&job.id, token.clone());
@@ -127,7 +201,8 @@ impl Runner {
             // The job's lines are stored before its final status is.
             self.parts.logs.flush().await;
         }
-        let recorded = self.outcomes.call((job.id.clone(), outcome.clone())).await?;
+        let ended = Ended { job_id: job.id.clone(), outcome: outcome.clone() };
+        let recorded = self.outcomes.call(ended).await?;
         if !recorded {
             return Ok(Executed::Superseded);
         }

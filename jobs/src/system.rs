@@ -8,11 +8,12 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::StreamExt;
 use storage::Backends;
+use storage::config::JobsConfig;
 use storage::sql::{Job, WorkerRecord, WorkerStore};
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::{Delivery, DeliveryTask, QueueBackend};
-use crate::engine::JobEngine;
+use crate::engine::{JobEngine, OwnerCaps};
 use crate::events::{CANCEL_TOPIC, CancelRequest};
 use crate::kinds::{
     BlobRepair, CommitSession, ImportMemories, IndexMemoryVectors, IngestConversation, Noop, ProcessSession,
@@ -22,11 +23,12 @@ use crate::logs::LogWriter;
 use crate::runner::{Runner, RunnerParts, RunningJobs};
 use crate::services::Services;
 
-/// Every kind this build runs.
-pub fn all_kinds(services: &Services) -> Registry {
+/// Every kind this process runs; the test kinds only when `test_kinds`
+/// (`ENGRAM_ENABLE_TEST_KINDS`).
+pub fn all_kinds(services: &Services, test_kinds: bool) -> Registry {
     let memory = &services.git_memory;
-    Registry::new()
-        .with(Noop)
+    let registry = if test_kinds { Registry::new().with(Noop) } else { Registry::new() };
+    registry
         .with(TombstoneGc {
             sync: services.blob_sync.clone(),
             default_retention_days: services.tombstone_retention_days,
@@ -82,6 +84,7 @@ pub struct JobSystem {
     pub workers: Arc<dyn WorkerStore>,
     queue: QueueBackend,
     logs: LogWriter,
+    limits: JobsConfig,
 }
 
 impl JobSystem {
@@ -90,6 +93,7 @@ impl JobSystem {
         backends: &Backends,
         queue: &QueueBackend,
         services: &Services,
+        limits: &JobsConfig,
     ) -> anyhow::Result<Self> {
         queue.setup().await?;
         let jobs = backends.database.job_store();
@@ -99,13 +103,15 @@ impl JobSystem {
                 jobs: jobs.clone(),
                 schedules: backends.database.schedule_store(),
                 events: backends.events.clone(),
-                kinds: all_kinds(services),
+                kinds: all_kinds(services, limits.test_kinds),
                 delivery: Arc::new(queue.clone()),
+                caps: OwnerCaps { max_queued: limits.max_queued_per_owner },
             },
             workers: backends.database.worker_store(),
             backends: backends.clone(),
             logs: LogWriter::spawn(jobs, backends.events.clone()),
             queue: queue.clone(),
+            limits: *limits,
         })
     }
 
@@ -138,6 +144,7 @@ impl JobSystem {
             logs: self.logs.clone(),
             delivery: Arc::new(self.queue.clone()),
             concurrency: options.concurrency,
+            max_running_per_owner: self.limits.max_running_per_owner,
         });
         let stop = CancellationToken::new();
         let housekeeping = tokio::spawn(housekeep(
@@ -153,6 +160,11 @@ impl JobSystem {
             stop.clone(),
         ));
         tracing::info!(worker_id, concurrency = options.concurrency, "job worker started");
+        let draining = runner.clone();
+        let shutdown = async move {
+            shutdown.await;
+            draining.stop_claiming();
+        };
         let result = self
             .queue
             .run_workers(runner.clone(), &worker_id, options.concurrency, options.drain, shutdown)
@@ -168,15 +180,7 @@ impl JobSystem {
     }
 
     async fn redeliver(&self, jobs: &[Job]) -> anyhow::Result<()> {
-        let tasks: Vec<DeliveryTask> = jobs
-            .iter()
-            .map(|j| DeliveryTask {
-                job_id: j.id.clone(),
-                kind: j.kind.clone(),
-                run_at: Utc::now(),
-                priority: j.priority,
-            })
-            .collect();
+        let tasks: Vec<DeliveryTask> = jobs.iter().map(DeliveryTask::due_now).collect();
         self.queue.push(&tasks).await
     }
 
@@ -215,6 +219,7 @@ async fn housekeep(
     let mut heartbeat = tokio::time::interval(options.heartbeat);
     let mut schedules = tokio::time::interval(Duration::from_secs(1));
     let mut sweep = tokio::time::interval(REDELIVER_AFTER / 5);
+    let mut unpark = tokio::time::interval(UNPARK_EVERY);
     let mut vacuum = tokio::time::interval_at(tokio::time::Instant::now() + VACUUM_EVERY, VACUUM_EVERY);
     loop {
         tokio::select! {
@@ -228,6 +233,11 @@ async fn housekeep(
             _ = sweep.tick() => {
                 if let Err(e) = redeliver_lost(&system).await {
                     tracing::warn!(error = %format!("{e:#}"), "re-delivery sweep failed");
+                }
+            }
+            _ = unpark.tick() => {
+                if let Err(e) = unpark_with_room(&system).await {
+                    tracing::warn!(error = %format!("{e:#}"), "delivering parked jobs failed");
                 }
             }
             _ = heartbeat.tick() => {
@@ -272,6 +282,19 @@ async fn heartbeat_once(
 const REDELIVER_AFTER: Duration = Duration::from_secs(300);
 /// How often, and after how long, finished deliveries are removed from the queue.
 const VACUUM_EVERY: Duration = Duration::from_secs(600);
+
+/// How often parked jobs whose owner has room are delivered again, for the rare park that
+/// raced with its owner's last attempt ending (attempt ends deliver them otherwise).
+const UNPARK_EVERY: Duration = Duration::from_secs(2);
+
+async fn unpark_with_room(system: &JobSystem) -> anyhow::Result<()> {
+    let unparked = system.engine.jobs.unpark(None, system.limits.max_running_per_owner).await?;
+    if !unparked.is_empty() {
+        tracing::debug!(jobs = unparked.len(), "delivering parked jobs whose owners have room");
+        system.redeliver(&unparked).await?;
+    }
+    Ok(())
+}
 
 async fn redeliver_lost(system: &JobSystem) -> anyhow::Result<()> {
     let before = Utc::now() - chrono::Duration::from_std(REDELIVER_AFTER)?;

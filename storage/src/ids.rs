@@ -15,3 +15,7 @@ pub fn new_id() -> String {
         Err(_) => Ulid::generate().to_string(),
     }
 }
+
+/// The owner of the jobs and schedules the platform keeps for itself (upkeep); no user has
+/// this id, and the per-owner job caps do not apply to it.
+pub const SYSTEM_OWNER: &str = "system";

@@ -15,7 +15,9 @@ macro_rules! job_suite {
                 a_stale_worker_cannot_finish, cancel_queued_and_running, retry_failed_dead_and_cancelled,
                 requeue_a_stopped_workers_jobs, due_jobs_oldest_first, logs_in_order_and_paged,
                 stats_per_kind, create_many_keeps_order_and_dedups_keys_within_the_batch,
-                claim_many_takes_only_claimable_jobs, finish_attempts_records_each_outcome);
+                claims_take_due_jobs_by_priority_then_in_turn, claims_alternate_between_owners,
+                the_running_cap_parks_and_room_unparks, waiting_jobs_are_counted_per_owner,
+                finish_attempts_records_each_outcome);
         }
     };
     (@cases $open:path; $($case:ident),*) => {
@@ -42,6 +44,20 @@ async fn open_postgres() -> Option<Arc<dyn JobStore>> {
     let url = storage::testing::fresh_postgres_url().await?;
     let config = Config::from_raw(&RawConfig::layered([("DATABASE_URL".to_string(), url)], [], [])).unwrap();
     Some(Database::connect(&config.database).await.unwrap().job_store())
+}
+
+/// Claims the next job of `job`'s kind for `worker`, with no running cap, and checks it is `job`.
+async fn claim(store: &Arc<dyn JobStore>, job: &str, worker: &str) -> Option<storage::sql::Job> {
+    let kind = store.get(job).await.unwrap().map(|j| j.kind).unwrap_or_default();
+    let claimed = store.claim_next(&kind, 1, worker, 0).await.unwrap().pop();
+    if let Some(claimed) = &claimed {
+        assert_eq!(claimed.id, job, "the claim took another job than the test expected");
+    }
+    claimed
+}
+
+fn ids_of(jobs: &[storage::sql::Job]) -> Vec<String> {
+    jobs.iter().map(|j| j.id.clone()).collect()
 }
 
 fn new_job(kind: &str, owner: &str) -> NewJob {
@@ -109,7 +125,7 @@ async fn list_filters_and_pages_newest_first(store: Arc<dyn JobStore>) {
         page(JobFilter { owner: Some("bob".into()), limit: 10, ..Default::default() }).await,
         vec![ids[4].clone()]
     );
-    store.claim(&ids[0], "w").await.unwrap().unwrap();
+    claim(&store, &ids[0], "w").await.unwrap();
     let running = page(JobFilter { status: Some(JobStatus::Running), limit: 10, ..Default::default() }).await;
     assert_eq!(running, vec![ids[0].clone()]);
 }
@@ -118,7 +134,7 @@ async fn one_claim_wins(store: Arc<dyn JobStore>) {
     let (job, _) = store.create(new_job("noop", "alice")).await.unwrap();
     let claims = (0..8).map(|i| {
         let (store, id) = (store.clone(), job.id.clone());
-        tokio::spawn(async move { store.claim(&id, &format!("worker-{i}")).await.unwrap() })
+        tokio::spawn(async move { claim(&store, &id, &format!("worker-{i}")).await })
     });
     let won: Vec<_> =
         futures::future::join_all(claims).await.into_iter().filter_map(|r| r.unwrap()).collect();
@@ -129,7 +145,7 @@ async fn one_claim_wins(store: Arc<dyn JobStore>) {
 
 async fn attempt_outcomes(store: Arc<dyn JobStore>) {
     let (a, _) = store.create(new_job("noop", "o")).await.unwrap();
-    store.claim(&a.id, "w").await.unwrap().unwrap();
+    claim(&store, &a.id, "w").await.unwrap();
     store.set_progress(&a.id, 40, Some("halfway")).await.unwrap();
     let running = store.get(&a.id).await.unwrap().unwrap();
     assert_eq!((running.progress, running.progress_message.as_deref()), (40, Some("halfway")));
@@ -142,14 +158,14 @@ async fn attempt_outcomes(store: Arc<dyn JobStore>) {
     assert!(done.finished_at.is_some());
 
     let (b, _) = store.create(new_job("noop", "o")).await.unwrap();
-    store.claim(&b.id, "w").await.unwrap().unwrap();
-    let retry_at = Utc::now() + Duration::seconds(30);
+    claim(&store, &b.id, "w").await.unwrap();
+    let retry_at = Utc::now() - Duration::milliseconds(1);
     let failed = AttemptOutcome::Failed { error: "boom".into(), retry_at: Some(retry_at) };
     assert!(store.finish_attempt(&b.id, "w", failed).await.unwrap());
     let b_now = store.get(&b.id).await.unwrap().unwrap();
     assert_eq!((b_now.status, b_now.last_error.as_deref()), (JobStatus::Failed, Some("boom")));
     assert_eq!(b_now.run_at.timestamp_millis(), retry_at.timestamp_millis());
-    let again = store.claim(&b.id, "w2").await.unwrap().unwrap();
+    let again = claim(&store, &b.id, "w2").await.unwrap();
     assert_eq!(again.attempt, 2, "a failed job is claimed again for its next attempt");
     let dead = AttemptOutcome::Failed { error: "still boom".into(), retry_at: None };
     assert!(store.finish_attempt(&b.id, "w2", dead).await.unwrap());
@@ -158,9 +174,9 @@ async fn attempt_outcomes(store: Arc<dyn JobStore>) {
 
 async fn a_stale_worker_cannot_finish(store: Arc<dyn JobStore>) {
     let (job, _) = store.create(new_job("noop", "o")).await.unwrap();
-    store.claim(&job.id, "old").await.unwrap().unwrap();
+    claim(&store, &job.id, "old").await.unwrap();
     store.requeue_worker_jobs("old").await.unwrap();
-    store.claim(&job.id, "new").await.unwrap().unwrap();
+    claim(&store, &job.id, "new").await.unwrap();
     assert!(!store.finish_attempt(&job.id, "old", AttemptOutcome::Succeeded(json!(1))).await.unwrap());
     assert_eq!(store.get(&job.id).await.unwrap().unwrap().status, JobStatus::Running);
     assert!(store.finish_attempt(&job.id, "new", AttemptOutcome::Succeeded(json!(2))).await.unwrap());
@@ -170,17 +186,17 @@ async fn cancel_queued_and_running(store: Arc<dyn JobStore>) {
     let (queued, _) = store.create(new_job("noop", "o")).await.unwrap();
     let cancelled = store.cancel(&queued.id).await.unwrap().unwrap();
     assert_eq!(cancelled.status, JobStatus::Cancelled);
-    assert!(store.claim(&queued.id, "w").await.unwrap().is_none(), "a cancelled job is not claimed");
+    assert!(claim(&store, &queued.id, "w").await.is_none(), "a cancelled job is not claimed");
 
     let (running, _) = store.create(new_job("noop", "o")).await.unwrap();
-    store.claim(&running.id, "w").await.unwrap().unwrap();
+    claim(&store, &running.id, "w").await.unwrap();
     let asked = store.cancel(&running.id).await.unwrap().unwrap();
     assert_eq!((asked.status, asked.cancel_requested), (JobStatus::Running, true));
     assert!(store.finish_attempt(&running.id, "w", AttemptOutcome::Cancelled).await.unwrap());
     assert_eq!(store.get(&running.id).await.unwrap().unwrap().status, JobStatus::Cancelled);
 
     let (done, _) = store.create(new_job("noop", "o")).await.unwrap();
-    store.claim(&done.id, "w").await.unwrap();
+    claim(&store, &done.id, "w").await;
     store.finish_attempt(&done.id, "w", AttemptOutcome::Succeeded(json!(null))).await.unwrap();
     assert_eq!(store.cancel(&done.id).await.unwrap().unwrap().status, JobStatus::Succeeded, "finished stays");
     assert!(store.cancel("missing").await.unwrap().is_none());
@@ -188,7 +204,7 @@ async fn cancel_queued_and_running(store: Arc<dyn JobStore>) {
 
 async fn retry_failed_dead_and_cancelled(store: Arc<dyn JobStore>) {
     let (job, _) = store.create(NewJob { max_attempts: 1, ..new_job("noop", "o") }).await.unwrap();
-    store.claim(&job.id, "w").await.unwrap();
+    claim(&store, &job.id, "w").await;
     store
         .finish_attempt(&job.id, "w", AttemptOutcome::Failed { error: "x".into(), retry_at: None })
         .await
@@ -196,7 +212,7 @@ async fn retry_failed_dead_and_cancelled(store: Arc<dyn JobStore>) {
     let retried = store.retry(&job.id).await.unwrap().unwrap();
     assert_eq!((retried.status, retried.max_attempts), (JobStatus::Queued, 2), "one more attempt allowed");
     assert!(store.retry(&job.id).await.unwrap().is_none(), "a queued job is not retried");
-    let claimed = store.claim(&job.id, "w").await.unwrap().unwrap();
+    let claimed = claim(&store, &job.id, "w").await.unwrap();
     assert_eq!(claimed.attempt, 2);
 }
 
@@ -204,7 +220,7 @@ async fn requeue_a_stopped_workers_jobs(store: Arc<dyn JobStore>) {
     let mut ids = Vec::new();
     for worker in ["gone", "gone", "alive"] {
         let (job, _) = store.create(new_job("noop", "o")).await.unwrap();
-        store.claim(&job.id, worker).await.unwrap().unwrap();
+        claim(&store, &job.id, worker).await.unwrap();
         ids.push(job.id);
     }
     let requeued = store.requeue_worker_jobs("gone").await.unwrap();
@@ -245,10 +261,10 @@ async fn stats_per_kind(store: Arc<dyn JobStore>) {
         store.create(new_job("alpha", "o")).await.unwrap();
     }
     let (done, _) = store.create(new_job("beta", "o")).await.unwrap();
-    store.claim(&done.id, "w").await.unwrap();
+    claim(&store, &done.id, "w").await;
     store.finish_attempt(&done.id, "w", AttemptOutcome::Succeeded(json!(1))).await.unwrap();
     let (dead, _) = store.create(new_job("beta", "o")).await.unwrap();
-    store.claim(&dead.id, "w").await.unwrap();
+    claim(&store, &dead.id, "w").await;
     store
         .finish_attempt(&dead.id, "w", AttemptOutcome::Failed { error: "x".into(), retry_at: None })
         .await
@@ -295,28 +311,98 @@ async fn create_many_keeps_order_and_dedups_keys_within_the_batch(store: Arc<dyn
     assert!(store.create_many(Vec::new()).await.unwrap().is_empty());
 }
 
-async fn claim_many_takes_only_claimable_jobs(store: Arc<dyn JobStore>) {
+async fn claims_take_due_jobs_by_priority_then_in_turn(store: Arc<dyn JobStore>) {
+    let now = Utc::now();
     let mut ids = Vec::new();
-    for _ in 0..4 {
-        ids.push(store.create(new_job("noop", "o")).await.unwrap().0.id);
+    for (priority, run_at) in [(0, now), (0, now), (5, now), (0, now + Duration::hours(1)), (0, now)] {
+        let job = NewJob { priority, run_at, ..new_job("noop", "o") };
+        ids.push(store.create(job).await.unwrap().0.id);
     }
-    store.claim(&ids[0], "elsewhere").await.unwrap().unwrap();
+    store.create(new_job("other", "o")).await.unwrap();
+    assert_eq!(claim(&store, &ids[2], "elsewhere").await.unwrap().priority, 5, "priority first");
     store.cancel(&ids[1]).await.unwrap();
-    let wanted = vec![ids[0].clone(), ids[1].clone(), ids[2].clone(), ids[3].clone(), "missing".to_string()];
-    let mut claimed = store.claim_many(&wanted, "w").await.unwrap();
-    claimed.sort_by(|a, b| a.id.cmp(&b.id));
-    let claimed_ids: Vec<_> = claimed.iter().map(|j| j.id.clone()).collect();
-    assert_eq!(claimed_ids, ids[2..].to_vec());
+    let claimed = store.claim_next("noop", 10, "w", 0).await.unwrap();
+    assert_eq!(
+        ids_of(&claimed),
+        [ids[0].clone(), ids[4].clone()],
+        "due, not cancelled, of the kind, in order"
+    );
     assert!(claimed.iter().all(|j| j.status == JobStatus::Running && j.worker_id.as_deref() == Some("w")));
-    assert!(store.claim_many(&ids, "w2").await.unwrap().is_empty(), "nothing is claimed twice");
-    assert!(store.claim_many(&[], "w").await.unwrap().is_empty());
+    assert!(store.claim_next("noop", 10, "w2", 0).await.unwrap().is_empty(), "nothing is claimed twice");
+    assert!(store.claim_next("noop", 0, "w", 0).await.unwrap().is_empty());
+}
+
+async fn claims_alternate_between_owners(store: Arc<dyn JobStore>) {
+    let alice: Vec<_> = (0..10).map(|_| new_job("noop", "alice")).collect();
+    let alice =
+        ids_of(&store.create_many(alice).await.unwrap().into_iter().map(|(j, _)| j).collect::<Vec<_>>());
+    assert_eq!(ids_of(&store.claim_next("noop", 1, "w", 0).await.unwrap()), [alice[0].clone()]);
+    let (bob, _) = store.create(new_job("noop", "bob")).await.unwrap();
+    let next = store.claim_next("noop", 2, "w", 0).await.unwrap();
+    assert_eq!(
+        ids_of(&next),
+        [alice[1].clone(), bob.id.clone()],
+        "a newcomer's job runs right after the head"
+    );
+    let carol: Vec<_> = (0..3).map(|_| new_job("noop", "carol")).collect();
+    let carol =
+        ids_of(&store.create_many(carol).await.unwrap().into_iter().map(|(j, _)| j).collect::<Vec<_>>());
+    let next = store.claim_next("noop", 6, "w", 0).await.unwrap();
+    let expected = [&alice[2], &carol[0], &alice[3], &carol[1], &alice[4], &carol[2]];
+    assert_eq!(ids_of(&next), expected.map(String::clone), "owners with work waiting take turns");
+}
+
+async fn the_running_cap_parks_and_room_unparks(store: Arc<dyn JobStore>) {
+    let alice: Vec<_> = (0..3).map(|_| new_job("noop", "alice")).collect();
+    let alice =
+        ids_of(&store.create_many(alice).await.unwrap().into_iter().map(|(j, _)| j).collect::<Vec<_>>());
+    let (bob, _) = store.create(new_job("noop", "bob")).await.unwrap();
+    let (system, _) = store.create(new_job("noop", storage::ids::SYSTEM_OWNER)).await.unwrap();
+    let system_too = store.create(new_job("noop", storage::ids::SYSTEM_OWNER)).await.unwrap().0;
+    let mut claimed = ids_of(&store.claim_next("noop", 5, "w", 1).await.unwrap());
+    claimed.sort();
+    let mut expected = vec![alice[0].clone(), bob.id.clone(), system.id.clone(), system_too.id.clone()];
+    expected.sort();
+    assert_eq!(claimed, expected, "one job per owner, but the cap does not apply to the platform's own");
+    // One delivery came back empty: one of alice's waiting jobs is parked in its place.
+    assert!(store.claim_next("noop", 1, "w", 1).await.unwrap().is_empty(), "alice is at the cap");
+    assert!(store.due_jobs(Utc::now(), 10).await.unwrap().is_empty(), "parked jobs are not re-delivered");
+    assert!(store.unpark(None, 1).await.unwrap().is_empty(), "no room yet");
+    assert!(store.finish_attempt(&alice[0], "w", AttemptOutcome::Succeeded(json!(1))).await.unwrap());
+    let unparked = store.unpark(Some(&["alice".to_string(), "bob".to_string()]), 1).await.unwrap();
+    assert_eq!(ids_of(&unparked), [alice[1].clone()], "as many as alice has room for, in turn");
+    assert_eq!(ids_of(&store.claim_next("noop", 3, "w", 1).await.unwrap()), [alice[1].clone()]);
+    assert!(store.finish_attempt(&alice[1], "w", AttemptOutcome::Succeeded(json!(1))).await.unwrap());
+    assert!(store.claim_parked("alice", &["other"], "w", 1).await.unwrap().is_none(), "another kind");
+    let next = store.claim_parked("alice", &["other", "noop"], "w2", 1).await.unwrap().unwrap();
+    assert_eq!(
+        (&next.id, next.status, next.worker_id.as_deref()),
+        (&alice[2], JobStatus::Running, Some("w2"))
+    );
+    assert!(store.claim_parked("bob", &["noop"], "w", 1).await.unwrap().is_none(), "bob has none parked");
+}
+
+async fn waiting_jobs_are_counted_per_owner(store: Arc<dyn JobStore>) {
+    for owner in ["alice", "alice", "alice", "bob"] {
+        store.create(new_job("noop", owner)).await.unwrap();
+    }
+    let running = store.claim_next("noop", 1, "w", 0).await.unwrap().pop().unwrap();
+    assert_eq!(running.owner, "alice");
+    let failed =
+        AttemptOutcome::Failed { error: "x".into(), retry_at: Some(Utc::now() + Duration::hours(1)) };
+    let (retrying, _) = store.create(new_job("other", "alice")).await.unwrap();
+    claim(&store, &retrying.id, "w").await.unwrap();
+    store.finish_attempt(&retrying.id, "w", failed).await.unwrap();
+    assert_eq!(store.waiting_count("alice").await.unwrap(), 3, "two queued, one awaiting a retry");
+    assert_eq!(store.waiting_count("bob").await.unwrap(), 1);
+    assert_eq!(store.waiting_count("carol").await.unwrap(), 0);
 }
 
 async fn finish_attempts_records_each_outcome(store: Arc<dyn JobStore>) {
     let mut ids = Vec::new();
     for _ in 0..6 {
         let id = store.create(new_job("noop", "o")).await.unwrap().0.id;
-        store.claim(&id, "w").await.unwrap().unwrap();
+        claim(&store, &id, "w").await.unwrap();
         ids.push(id);
     }
     // The last job failed and was claimed again by another worker: "w" may not finish it.
@@ -328,7 +414,7 @@ async fn finish_attempts_records_each_outcome(store: Arc<dyn JobStore>) {
         )
         .await
         .unwrap();
-    store.claim(&ids[5], "w2").await.unwrap().unwrap();
+    claim(&store, &ids[5], "w2").await.unwrap();
     let retry_at = Utc::now() + Duration::minutes(5);
     let outcomes = vec![
         (ids[0].clone(), AttemptOutcome::Succeeded(json!({"n": 0}))),

@@ -67,7 +67,7 @@ async fn workers_register_heartbeat_and_go_stale(database: Database) {
         idempotency_key: None,
     };
     let (job, _) = jobs.create(job).await.unwrap();
-    jobs.claim(&job.id, "w1").await.unwrap().unwrap();
+    assert_eq!(jobs.claim_next("noop", 1, "w1", 0).await.unwrap()[0].id, job.id);
     let listed = workers.list().await.unwrap();
     assert_eq!(listed.len(), 2);
     let w1 = listed.iter().find(|w| w.id == "w1").unwrap();

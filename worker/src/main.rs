@@ -41,7 +41,7 @@ async fn main() {
     let secret = storage::jwt_secret(&config).unwrap_or_else(|e| exit_with(EXIT_STARTUP, &format!("{e:#}")));
     let services = jobs::Services::new(&config, &backends, secret.expose())
         .unwrap_or_else(|e| exit_with(EXIT_STARTUP, &format!("{e:#}")));
-    let system = jobs::JobSystem::connect(&backends, &queue, &services)
+    let system = jobs::JobSystem::connect(&backends, &queue, &services, &config.jobs)
         .await
         .unwrap_or_else(|e| exit_with(EXIT_STARTUP, &format!("{e:#}")));
     let defaults = &config.worker;

@@ -18,7 +18,8 @@ use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use chrono::Utc;
-use storage::sql::{IdentityStore, NewUser, Role, Rotation, User};
+use storage::config::Registration;
+use storage::sql::{IdentityStore, InviteStore, NewUser, Role, Rotation, User};
 
 use self::tokens::{AccessTokens, new_secret, secret_hash};
 use crate::error::{ApiError, ErrorCode};
@@ -43,6 +44,12 @@ pub enum AuthError {
     InvalidRefreshToken,
     #[error("Refresh token reuse detected: the session is revoked")]
     RefreshTokenReused,
+    #[error("Registration is closed on this server")]
+    RegistrationClosed,
+    #[error("Registration needs a valid invitation (inviteCode) from an administrator")]
+    InvitationRequired,
+    #[error("GitHub sign-in reaches existing accounts only: this server's registration is not open")]
+    GitHubSignUpClosed,
     #[error(transparent)]
     Store(#[from] storage::StoreError),
     #[error(transparent)]
@@ -56,6 +63,9 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidCredentials
             | AuthError::InvalidRefreshToken
             | AuthError::RefreshTokenReused => ApiError::new(ErrorCode::Unauthorized, e.to_string()),
+            AuthError::RegistrationClosed | AuthError::InvitationRequired | AuthError::GitHubSignUpClosed => {
+                ApiError::new(ErrorCode::Forbidden, e.to_string())
+            }
             AuthError::Store(e) => e.into(),
             AuthError::Internal(e) => ApiError::internal(format!("{e:#}")),
         }
@@ -70,6 +80,9 @@ pub struct Auth {
     pub refresh_lifetime: Duration,
     /// The seeds' single admin key (`API_KEY`), compared by hash.
     pub static_key_hash: Option<String>,
+    /// Who may create an account (`ENGRAM_REGISTRATION`).
+    pub registration: Registration,
+    pub invites: Arc<dyn InviteStore>,
 }
 
 /// The user a static `API_KEY` acts as: an administrator with no account row.
@@ -81,7 +94,17 @@ pub fn normalize_email(email: &str) -> String {
 }
 
 impl Auth {
-    pub async fn register(&self, email: &str, password: String) -> Result<Issued, AuthError> {
+    /// Creates an account, as `registration` allows: with `invite_code` spent when
+    /// registration is by invitation (and given back when the account cannot be created).
+    pub async fn register(
+        &self,
+        email: &str,
+        password: String,
+        invite_code: Option<&str>,
+    ) -> Result<Issued, AuthError> {
+        if self.registration == Registration::Closed {
+            return Err(AuthError::RegistrationClosed);
+        }
         let new = NewUser {
             id: storage::ids::new_id(),
             email: Some(normalize_email(email)),
@@ -90,8 +113,24 @@ impl Auth {
             role: Role::User,
             github_login: None,
         };
-        let user = self.identity.create_user(new).await?.ok_or(AuthError::EmailTaken)?;
-        self.start_session(user).await
+        let invite = match self.registration {
+            Registration::Open | Registration::Closed => None,
+            Registration::Invite => {
+                let code = invite_code.ok_or(AuthError::InvitationRequired)?;
+                let email = new.email.as_deref().unwrap_or_default();
+                let taken = self.invites.take(&secret_hash(code), email, &new.id).await?;
+                Some(taken.ok_or(AuthError::InvitationRequired)?)
+            }
+        };
+        let created = match self.identity.create_user(new).await {
+            Ok(Some(user)) => Ok(user),
+            Ok(None) => Err(AuthError::EmailTaken),
+            Err(e) => Err(e.into()),
+        };
+        if let (Err(_), Some(invite)) = (&created, &invite) {
+            self.invites.give_back(&invite.id).await?;
+        }
+        self.start_session(created?).await
     }
 
     /// The same answer, after the same work, for an unknown email and a wrong password.
@@ -122,6 +161,9 @@ impl Auth {
         let login = github.login.to_lowercase();
         if let Some(user) = self.identity.user_by_github_login(&login).await? {
             return self.start_session(user).await;
+        }
+        if self.registration != Registration::Open {
+            return Err(AuthError::GitHubSignUpClosed);
         }
         let new = NewUser {
             id: storage::ids::new_id(),
@@ -273,6 +315,11 @@ impl Caller {
         } else {
             Err(ApiError::new(ErrorCode::Forbidden, "only administrators may do this"))
         }
+    }
+
+    /// The authority its submissions through the job routes carry.
+    pub fn requester(&self) -> jobs::engine::Requester {
+        if self.is_admin() { jobs::engine::Requester::Administrator } else { jobs::engine::Requester::Tenant }
     }
 
     /// Whether the caller may reach a resource owned by `owner`: its own, or any as admin.

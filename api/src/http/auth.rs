@@ -108,19 +108,36 @@ impl From<Issued> for Session {
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = Credentials, responses(
+/// What `register` takes: credentials, and an invitation where registration needs one.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Registration {
+    #[serde(flatten)]
+    credentials: Credentials,
+    /// The code of an administrator's invitation (`ENGRAM_REGISTRATION=invite`); 1 to 128
+    /// characters.
+    invite_code: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = Registration, responses(
     (status = 201, description = "Registered and logged in", body = Session),
     (status = 400, description = "Bad email or password length"),
+    (status = 403, description = "Registration is closed, or needs a valid invitation (`ENGRAM_REGISTRATION`)"),
     (status = 409, description = "The email is registered"),
     (status = 429, description = "Too many registrations from this address (`Retry-After`)")))]
 pub async fn register(
     State(state): State<AppState>,
     client: ClientAddress,
-    AppJson(credentials): AppJson<Credentials>,
+    AppJson(registration): AppJson<Registration>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
     state.throttle.register_attempt(client).await?;
+    let Registration { credentials, invite_code } = registration;
     credentials.check()?;
-    let issued = state.auth.register(&credentials.email, credentials.password).await?;
+    if invite_code.as_deref().is_some_and(|code| code.is_empty() || code.chars().count() > 128) {
+        return Err(ApiError::new(ErrorCode::BadRequest, "inviteCode: 1 to 128 characters"));
+    }
+    let issued =
+        state.auth.register(&credentials.email, credentials.password, invite_code.as_deref()).await?;
     Ok((StatusCode::CREATED, Json(issued.into())))
 }
 

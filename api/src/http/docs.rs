@@ -30,6 +30,7 @@ use crate::state::AppState;
         super::schedules::update, super::schedules::delete,
         super::auth::register, super::auth::login, super::auth::logout, super::auth::refresh, super::auth::me,
         super::api_keys::create, super::api_keys::list, super::api_keys::revoke, super::github::exchange,
+        super::invites::create, super::invites::list, super::invites::revoke,
         super::memory::setup, super::memory::status, super::memory::context, super::memory::search,
         super::memory::orchestrated_search, super::memory::process_session, super::memory::commit_session,
         super::memory::process_and_commit, super::memory::rebuild_index,

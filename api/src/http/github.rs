@@ -40,6 +40,7 @@ pub struct Exchanged {
 #[utoipa::path(post, path = "/auth/github", tag = "auth", params(ExchangeQuery), responses(
     (status = 200, description = "An access token for the GitHub user's account", body = Exchanged),
     (status = 401, description = "GitHub refused the token"),
+    (status = 403, description = "A GitHub user with no account, where ENGRAM_REGISTRATION is not open"),
     (status = 429, description = "Too many attempts from this address (`Retry-After`)"),
     (status = 503, description = "GitHub could not be reached")))]
 pub async fn exchange(

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use jobs::engine::{Submit, SubmitError};
+use jobs::engine::{QUEUE_FULL_RETRY_AFTER, Submit, SubmitError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use storage::sql::{Job, JobFilter, JobStatus, KindStats, LogLine, WorkerRecord};
@@ -78,6 +78,10 @@ impl From<SubmitError> for ApiError {
         match e {
             SubmitError::Store(e) => e.into(),
             SubmitError::Delivery(e) => ApiError::internal(format!("{e:#}")),
+            SubmitError::Forbidden(why) => ApiError::new(ErrorCode::Forbidden, why),
+            full @ SubmitError::QueueFull { .. } => {
+                ApiError::rate_limited(full.to_string(), QUEUE_FULL_RETRY_AFTER)
+            }
             other => ApiError::new(ErrorCode::Unprocessable, other.to_string()),
         }
     }
@@ -98,15 +102,16 @@ fn check_request(request: &SubmitRequest) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn into_submit(request: SubmitRequest, owner: &str) -> Submit {
+fn into_submit(request: SubmitRequest, caller: &Caller) -> Submit {
     Submit {
         kind: request.kind,
         payload: request.payload,
-        owner: owner.to_string(),
+        owner: caller.user.id.clone(),
         run_at: request.run_at,
         priority: request.priority,
         idempotency_key: request.idempotency_key,
         parent_id: None,
+        requester: caller.requester(),
     }
 }
 
@@ -122,7 +127,7 @@ pub async fn submit(
 ) -> Result<(StatusCode, Json<Submitted>), ApiError> {
     caller.require("jobs:rw")?;
     check_request(&request)?;
-    let (job, created) = state.engine.submit(into_submit(request, &caller.user.id)).await?;
+    let (job, created) = state.engine.submit(into_submit(request, &caller)).await?;
     let status = if created { StatusCode::ACCEPTED } else { StatusCode::OK };
     Ok((status, Json(Submitted::new(&job, created))))
 }
@@ -155,7 +160,7 @@ pub async fn submit_batch(
         ));
     }
     request.jobs.iter().try_for_each(check_request)?;
-    let submits = request.jobs.into_iter().map(|job| into_submit(job, &caller.user.id)).collect();
+    let submits = request.jobs.into_iter().map(|job| into_submit(job, &caller)).collect();
     let created = state.engine.submit_many(submits).await.map_err(|(index, e)| match ApiError::from(e) {
         e if e.code == ErrorCode::Unprocessable => {
             ApiError::new(e.code, format!("jobs[{index}].{}", e.message))

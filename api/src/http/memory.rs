@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
-use jobs::engine::Submit;
+use jobs::engine::{Requester, Submit};
 use jobs::gitmem::context::{Depth, Turn};
 use jobs::gitmem::session::{check_session_id, check_session_input, parse_session_date};
 use jobs::gitmem::{GitMemory, MemoryError, SetupRequest};
@@ -313,6 +313,7 @@ pub(crate) async fn submit_and_wait(
         priority: Some(1),
         idempotency_key: None,
         parent_id: None,
+        requester: Requester::Engram,
     };
     let (job, _) = state.engine.submit(submit).await?;
     let accepted = || {

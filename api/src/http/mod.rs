@@ -11,6 +11,7 @@ pub mod docs;
 pub mod federation;
 pub mod github;
 pub mod health;
+pub mod invites;
 pub mod job_stream;
 pub mod jobs;
 pub mod memories;
@@ -46,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .merge(github::router())
         .merge(dashboard::router())
         .merge(health::router())
+        .merge(invites::router())
         .merge(metrics::router())
         .merge(docs::router())
         .merge(federation::router())

@@ -62,6 +62,7 @@ pub async fn create(
     let schedule = state
         .engine
         .create_schedule(
+            caller.requester(),
             &caller.user.id,
             &request.kind,
             request.payload,
@@ -118,7 +119,7 @@ pub async fn update(
     schedule.cron = request.cron.unwrap_or(schedule.cron);
     schedule.timezone = request.timezone.unwrap_or(schedule.timezone);
     schedule.paused = request.paused.unwrap_or(schedule.paused);
-    let updated = state.engine.update_schedule(schedule).await?;
+    let updated = state.engine.update_schedule(caller.requester(), schedule).await?;
     updated.map(Json).ok_or_else(|| ApiError::not_found(format!("no schedule {id}")))
 }
 

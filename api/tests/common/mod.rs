@@ -142,6 +142,8 @@ pub async fn spawn_app_with(stack: Stack, extra: &[(&str, &str)], worker: bool) 
         ("LOGIN_RATE_LIMIT", "10000"),
         ("REGISTER_RATE_LIMIT", "10000"),
         ("SYSTEM_SCHEDULES", "false"),
+        // The engine's own tests drive it with the test kind (noop), as an administrator.
+        ("ENGRAM_ENABLE_TEST_KINDS", "true"),
     ] {
         env.push((key.to_string(), value.to_string()));
     }

@@ -1,5 +1,6 @@
 //! Delivery on apalis 1.0: one apalis queue per job kind (`engram:<kind>`) on apalis-sqlite,
-//! apalis-postgres or apalis-redis (there two per kind: see `PRIORITY_LANE`). apalis carries only a `JobRef`; every attempt is acked
+//! apalis-postgres or apalis-redis (there two per kind: see `PRIORITY_LANE`). apalis carries
+//! only a `JobRef`, and the worker of a lane claims its kind's next job in turn; every attempt is acked
 //! as done to apalis, because Engram's runner records outcomes and schedules retries itself
 //! (apalis retries without backoff and can leave tasks `Running`: INFRA.md, defects 3 and 4).
 
@@ -19,10 +20,18 @@ use sqlx::{PgPool, SqlitePool};
 use super::{Delivery, DeliveryTask};
 use crate::runner::Runner;
 
-/// What an apalis task carries: the id of the job in Engram's `jobs` table.
+/// What an apalis task carries: the id of the job it was pushed for, in Engram's `jobs`
+/// table (for tracing: the worker runs its kind's next job in turn, which may be another).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobRef {
     pub job_id: String,
+}
+
+/// What the apalis worker of one lane runs deliveries with.
+#[derive(Clone)]
+struct LaneRunner {
+    runner: Runner,
+    kind: String,
 }
 
 /// How often an idle worker looks for new tasks pushed by another process (defect 5).
@@ -250,10 +259,15 @@ impl QueueBackend {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let mut monitor = Monitor::new();
-        let lanes: Vec<String> = runner.parts.kinds.names().flat_map(|kind| self.lanes(kind)).collect();
-        for lane in lanes {
-            let (name, runner, queue_name) =
-                (format!("{worker_name}:{lane}"), runner.clone(), self.queue_name(&lane));
+        let lanes: Vec<(String, &str)> = runner
+            .parts
+            .kinds
+            .names()
+            .flat_map(|kind| self.lanes(kind).into_iter().map(move |lane| (lane, kind)))
+            .collect();
+        for (lane, kind) in lanes {
+            let runner = LaneRunner { runner: runner.clone(), kind: kind.to_string() };
+            let (name, queue_name) = (format!("{worker_name}:{lane}"), self.queue_name(&lane));
             monitor = match self.clone() {
                 QueueBackend::Sqlite(pool) => monitor.register(move |_| {
                     let backend = SqliteStorage::<JobRef>::new(&pool)
@@ -303,9 +317,9 @@ impl QueueBackend {
 }
 
 /// Every delivered task is acked: outcomes and retries are Engram's (see `Runner`).
-async fn handle(job: JobRef, runner: Data<Runner>) -> Result<(), BoxDynError> {
-    if let Err(e) = runner.execute(&job.job_id).await {
-        tracing::error!(job_id = %job.job_id, error = %format!("{e:#}"), "running a job failed");
+async fn handle(job: JobRef, lane: Data<LaneRunner>) -> Result<(), BoxDynError> {
+    if let Err(e) = lane.runner.execute(&lane.kind).await {
+        tracing::error!(kind = %lane.kind, pushed_for = %job.job_id, error = %format!("{e:#}"), "running a job failed");
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ use storage::sql::RepoStatus;
 
 use super::writer::{self, Extraction};
 use super::{GitMemory, MemoryError, MemoryResult, blocking, layout};
+use crate::engine::Requester;
 
 /// Longest session input accepted.
 pub const MAX_SESSION_INPUT: usize = 256 * 1024;
@@ -316,7 +317,8 @@ pub async fn ensure_sync_schedule(
     if existing.iter().any(|s| s.kind == "repo_sync" && s.payload == payload) {
         return Ok(());
     }
-    engine.create_schedule(user_id, "repo_sync", payload, &sync_cron(interval_minutes), "UTC", false).await?;
+    let cron = sync_cron(interval_minutes);
+    engine.create_schedule(Requester::Engram, user_id, "repo_sync", payload, &cron, "UTC", false).await?;
     Ok(())
 }
 

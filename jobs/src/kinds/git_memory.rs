@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{JobError, Kind, Policy};
+use super::{Access, JobError, Kind, Policy};
 use crate::context::JobContext;
 use crate::gitmem::session::parse_session_date;
 use crate::gitmem::{GitMemory, MemoryError};
@@ -48,6 +48,11 @@ pub struct ProcessSession(pub Arc<GitMemory>);
 impl Kind for ProcessSession {
     type Payload = ProcessSessionPayload;
     const NAME: &'static str = "process_session";
+    const ACCESS: Access = Access::Tenant;
+
+    fn acts_for<'a>(&self, payload: &'a ProcessSessionPayload) -> Option<&'a str> {
+        Some(&payload.user_id)
+    }
 
     fn policy(&self) -> Policy {
         git_policy(600)
@@ -116,6 +121,11 @@ pub struct CommitSession(pub Arc<GitMemory>);
 impl Kind for CommitSession {
     type Payload = CommitSessionPayload;
     const NAME: &'static str = "commit_session";
+    const ACCESS: Access = Access::Tenant;
+
+    fn acts_for<'a>(&self, payload: &'a CommitSessionPayload) -> Option<&'a str> {
+        Some(&payload.user_id)
+    }
 
     fn policy(&self) -> Policy {
         git_policy(300)
@@ -148,6 +158,11 @@ pub struct RepoSync(pub Arc<GitMemory>);
 impl Kind for RepoSync {
     type Payload = UserPayload;
     const NAME: &'static str = "repo_sync";
+    const ACCESS: Access = Access::Tenant;
+
+    fn acts_for<'a>(&self, payload: &'a UserPayload) -> Option<&'a str> {
+        Some(&payload.user_id)
+    }
 
     fn policy(&self) -> Policy {
         git_policy(300)
@@ -173,6 +188,11 @@ pub struct RebuildIndex(pub Arc<GitMemory>);
 impl Kind for RebuildIndex {
     type Payload = UserPayload;
     const NAME: &'static str = "rebuild_index";
+    const ACCESS: Access = Access::Tenant;
+
+    fn acts_for<'a>(&self, payload: &'a UserPayload) -> Option<&'a str> {
+        Some(&payload.user_id)
+    }
 
     fn policy(&self) -> Policy {
         git_policy(600)

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use storage::blob::{BlobKey, Condition};
 use storage::sql::BacklogSpan;
 
-use super::{JobError, Kind, Policy, SYSTEM_OWNER};
+use super::{Access, JobError, Kind, Policy, SYSTEM_OWNER};
 use crate::context::JobContext;
 use crate::llm::LlmClient;
 use crate::memories::import::{AsyncProgress, ImportItem};
@@ -49,6 +49,7 @@ pub struct IngestConversation {
 impl Kind for IngestConversation {
     type Payload = IngestPayload;
     const NAME: &'static str = "ingest_conversation";
+    const ACCESS: Access = Access::Tenant;
 
     fn policy(&self) -> Policy {
         Policy { timeout: Duration::from_secs(300), max_attempts: 3, priority: 1, ..Policy::default() }
@@ -132,6 +133,7 @@ impl AsyncProgress for JobProgress<'_> {
 impl Kind for ImportMemories {
     type Payload = ImportPayload;
     const NAME: &'static str = "import_memories";
+    const ACCESS: Access = Access::Tenant;
 
     fn policy(&self) -> Policy {
         Policy { timeout: Duration::from_secs(3600), max_attempts: 3, ..Policy::default() }
@@ -191,6 +193,7 @@ pub const MAX_INDEX_DEFERRAL: Duration = Duration::from_secs(60);
 impl Kind for IndexMemoryVectors {
     type Payload = IndexVectorsPayload;
     const NAME: &'static str = "index_memory_vectors";
+    const ACCESS: Access = Access::Tenant;
 
     fn policy(&self) -> Policy {
         // Each batch commits, so a timed-out attempt leaves less for the next.

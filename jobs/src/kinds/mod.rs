@@ -1,5 +1,6 @@
-//! Job kinds: what each kind's payload is, how it runs, and its policy (timeout, attempts,
-//! backoff, priority). A new kind is one `Kind` implementation registered in `Registry`.
+//! Job kinds: what each kind's payload is, how it runs, its policy (timeout, attempts,
+//! backoff, priority) and who may submit it. A new kind is one `Kind` implementation
+//! registered in `Registry`.
 
 mod git_memory;
 mod memories;
@@ -52,6 +53,21 @@ impl Default for Policy {
     }
 }
 
+/// Who may submit a kind's jobs through the generic job routes (`POST /api/v1/jobs`, the
+/// batch route and schedules). Routes of a service that start jobs check their caller
+/// themselves and submit on its behalf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    /// Any caller with `jobs:rw`; the job acts only on its owner's data (`Kind::acts_for`).
+    Tenant,
+    /// Administrators only: upkeep that reaches every tenant's data.
+    Admin,
+    /// Exists for tests and benchmarks (it can run programs): registered only when
+    /// `ENGRAM_ENABLE_TEST_KINDS` is set, and then for administrators only.
+    Test,
+}
+
 /// Why an attempt failed. Every failure is retried while attempts remain, except `Permanent`.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -94,6 +110,8 @@ pub struct PayloadError {
 pub trait Kind: Send + Sync + 'static {
     type Payload: DeserializeOwned + Send + 'static;
     const NAME: &'static str;
+    /// Declared by every kind, so the list of what tenants may submit is explicit.
+    const ACCESS: Access;
 
     fn policy(&self) -> Policy {
         Policy::default()
@@ -104,6 +122,12 @@ pub trait Kind: Send + Sync + 'static {
         self.policy().timeout
     }
 
+    /// The user whose data the job works on when the payload names one (`user_id`); a
+    /// tenant may submit jobs only for itself. Kinds that act for the job's owner name none.
+    fn acts_for<'a>(&self, _payload: &'a Self::Payload) -> Option<&'a str> {
+        None
+    }
+
     async fn run(&self, payload: Self::Payload, ctx: &JobContext) -> Result<Value, JobError>;
 }
 
@@ -112,7 +136,9 @@ pub trait Kind: Send + Sync + 'static {
 pub trait ErasedKind: Send + Sync {
     fn name(&self) -> &'static str;
     fn policy(&self) -> Policy;
-    fn check_payload(&self, payload: &Value) -> Result<(), PayloadError>;
+    fn access(&self) -> Access;
+    /// Checks the payload against the kind; returns the user it acts for, if it names one.
+    fn check_payload(&self, payload: &Value) -> Result<Option<String>, PayloadError>;
     fn timeout(&self, payload: &Value) -> Duration;
     async fn run(&self, payload: Value, ctx: &JobContext) -> Result<Value, JobError>;
 }
@@ -137,15 +163,19 @@ impl<K: Kind> ErasedKind for K {
         Kind::policy(self)
     }
 
-    fn check_payload(&self, payload: &Value) -> Result<(), PayloadError> {
-        parse_payload::<K::Payload>(payload)?;
-        match crate::nul::find_nul(payload, "payload") {
-            Some(field) => Err(PayloadError {
+    fn access(&self) -> Access {
+        K::ACCESS
+    }
+
+    fn check_payload(&self, payload: &Value) -> Result<Option<String>, PayloadError> {
+        let parsed = parse_payload::<K::Payload>(payload)?;
+        if let Some(field) = crate::nul::find_nul(payload, "payload") {
+            return Err(PayloadError {
                 field,
                 message: "contains a NUL character (U+0000), which cannot be stored".into(),
-            }),
-            None => Ok(()),
+            });
         }
+        Ok(self.acts_for(&parsed).map(str::to_string))
     }
 
     fn timeout(&self, payload: &Value) -> Duration {

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 use storage::sql::Expect;
 
-use super::{JobError, Kind, Policy};
+use super::{Access, JobError, Kind, Policy};
+use crate::child::ChildCommand;
 use crate::context::JobContext;
 
 /// Where `record_effect` writes.
@@ -33,7 +34,8 @@ pub struct NoopPayload {
     /// Panic in the first N attempts.
     #[serde(default)]
     pub panic_attempts: i32,
-    /// Run this program with these arguments as a child process (killed on cancel).
+    /// Run this program with these arguments as a child process (killed on cancel), with
+    /// the environment `child` allows.
     #[serde(default)]
     pub command: Vec<String>,
     /// Attempt timeout instead of the kind's 60 s.
@@ -54,6 +56,7 @@ pub struct Noop;
 impl Kind for Noop {
     type Payload = NoopPayload;
     const NAME: &'static str = "noop";
+    const ACCESS: Access = Access::Test;
 
     fn policy(&self) -> Policy {
         Policy {
@@ -85,9 +88,7 @@ impl Kind for Noop {
             ctx.sleep(Duration::from_millis(payload.sleep_ms)).await?;
         }
         if let Some((program, args)) = payload.command.split_first() {
-            let mut command = tokio::process::Command::new(program);
-            command.args(args);
-            let status = ctx.run_child(command).await?;
+            let status = ctx.run_child(ChildCommand::new(program).args(args)).await?;
             ctx.info(format!("child exited with {status}"));
         }
         if payload.record_effect {

@@ -13,11 +13,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use storage::blob_sync::BlobSync;
 
-use super::{JobError, Kind, Policy};
+use super::{Access, JobError, Kind, Policy};
 use crate::context::JobContext;
 
-/// The owner of the schedules the platform keeps for itself.
-pub const SYSTEM_OWNER: &str = "system";
+pub use storage::ids::SYSTEM_OWNER;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +35,7 @@ pub struct TombstoneGc {
 impl Kind for TombstoneGc {
     type Payload = TombstoneGcPayload;
     const NAME: &'static str = "tombstone_gc";
+    const ACCESS: Access = Access::Admin;
 
     fn policy(&self) -> Policy {
         Policy { timeout: Duration::from_secs(600), ..Policy::default() }
@@ -69,6 +69,7 @@ pub struct BlobRepair(pub Arc<BlobSync>);
 impl Kind for BlobRepair {
     type Payload = BlobRepairPayload;
     const NAME: &'static str = "blob_repair";
+    const ACCESS: Access = Access::Admin;
 
     fn policy(&self) -> Policy {
         Policy { timeout: Duration::from_secs(600), ..Policy::default() }
@@ -93,7 +94,8 @@ pub async fn ensure_upkeep_schedules(engine: &crate::engine::JobEngine) -> anyho
     ];
     for (kind, cron) in schedules {
         if !existing.iter().any(|s| s.kind == kind) {
-            engine.create_schedule(SYSTEM_OWNER, kind, json!({}), cron, "UTC", false).await?;
+            let requester = crate::engine::Requester::Engram;
+            engine.create_schedule(requester, SYSTEM_OWNER, kind, json!({}), cron, "UTC", false).await?;
         }
     }
     Ok(())

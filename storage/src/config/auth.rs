@@ -1,5 +1,5 @@
-//! Account settings: token lifetimes, login and registration rate limits, lockout after
-//! repeated failures, and the proxies whose `X-Forwarded-For` names the client.
+//! Account settings: who may register, token lifetimes, login and registration rate limits,
+//! lockout after repeated failures, and the proxies whose `X-Forwarded-For` names the client.
 
 use std::time::Duration;
 
@@ -7,6 +7,10 @@ use super::{ConfigError, IpRange, RawConfig, parse_ip_ranges, parse_number};
 
 /// Keys this part reads, with what each is for.
 pub(super) const KEYS: &[(&str, &str)] = &[
+    (
+        "ENGRAM_REGISTRATION",
+        "who may create an account: open (anyone), invite (with an administrator's invitation) or closed",
+    ),
     ("ACCESS_TOKEN_TTL_SECS", "lifetime of access tokens (JWT), in seconds"),
     ("REFRESH_TOKEN_TTL_DAYS", "lifetime of refresh tokens, in days"),
     ("LOGIN_RATE_LIMIT", "login attempts one client address may make per 15 minutes"),
@@ -19,8 +23,31 @@ pub(super) const KEYS: &[(&str, &str)] = &[
 /// The window the per-address limits count in.
 pub const RATE_WINDOW: Duration = Duration::from_secs(15 * 60);
 
+/// Who may create an account (`ENGRAM_REGISTRATION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// Anyone who can reach the server registers, or signs in with GitHub for the first time.
+    Open,
+    /// Registering takes an invitation an administrator issued; GitHub sign-in only reaches
+    /// accounts that exist.
+    Invite,
+    /// No new accounts through the API (SSO gateways still provision theirs).
+    Closed,
+}
+
+impl Registration {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Registration::Open => "open",
+            Registration::Invite => "invite",
+            Registration::Closed => "closed",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthConfig {
+    pub registration: Registration,
     pub access_token_lifetime: Duration,
     pub refresh_token_lifetime: Duration,
     /// Per client address per `RATE_WINDOW`.
@@ -34,7 +61,19 @@ pub struct AuthConfig {
 
 impl AuthConfig {
     pub(super) fn from_raw(raw: &RawConfig) -> Result<Self, ConfigError> {
+        let registration = match raw.get("ENGRAM_REGISTRATION").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("open") => Registration::Open,
+            Some("invite") => Registration::Invite,
+            Some("closed") => Registration::Closed,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "ENGRAM_REGISTRATION",
+                    format!("{other:?} is not a registration mode; set it to open, invite or closed"),
+                ));
+            }
+        };
         Ok(Self {
+            registration,
             access_token_lifetime: Duration::from_secs(parse_number(
                 raw,
                 "ACCESS_TOKEN_TTL_SECS",
@@ -62,6 +101,7 @@ impl AuthConfig {
     pub(super) fn describe(&self) -> Vec<(&'static str, Option<String>)> {
         let proxies = self.trusted_proxies.iter().map(IpRange::to_string).collect::<Vec<_>>().join(",");
         vec![
+            ("ENGRAM_REGISTRATION", Some(self.registration.as_str().to_string())),
             ("ACCESS_TOKEN_TTL_SECS", Some(self.access_token_lifetime.as_secs().to_string())),
             ("REFRESH_TOKEN_TTL_DAYS", Some((self.refresh_token_lifetime.as_secs() / 86_400).to_string())),
             ("LOGIN_RATE_LIMIT", Some(self.login_rate_limit.to_string())),

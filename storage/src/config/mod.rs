@@ -11,14 +11,17 @@ use std::time::Duration;
 use url::Url;
 
 mod auth;
-pub use auth::{AuthConfig, RATE_WINDOW};
+pub use auth::{AuthConfig, RATE_WINDOW, Registration};
 mod llm;
 pub use llm::{LlmConfig, LlmProvider, LlmProviderKind};
 mod embedding;
 pub use embedding::{DEFAULT_EMBEDDING_MODEL, EmbeddingConfig, EmbeddingProvider};
+mod jobs;
+pub use jobs::JobsConfig;
 
 /// Every key Engram reads, with what it is for (account settings are in `auth::KEYS`, LLM
-/// settings in `llm::KEYS`, embedding settings in `embedding::KEYS`).
+/// settings in `llm::KEYS`, embedding settings in `embedding::KEYS`, job caps in
+/// `jobs::KEYS`).
 /// `engram.toml` may hold only these keys.
 pub const KNOWN_KEYS: &[(&str, &str)] = &[
     ("ENGRAM_DATA_DIR", "where runtime data lives (SQLite file, blobs, repos, indexes)"),
@@ -160,7 +163,8 @@ fn parse_toml(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
     })?;
     let mut out = Vec::new();
     for (key, value) in table {
-        let mut known = KNOWN_KEYS.iter().chain(auth::KEYS).chain(llm::KEYS).chain(embedding::KEYS);
+        let mut known =
+            KNOWN_KEYS.iter().chain(auth::KEYS).chain(llm::KEYS).chain(embedding::KEYS).chain(jobs::KEYS);
         if !known.any(|(k, _)| *k == key) {
             return Err(ConfigError::new(
                 "engram.toml",
@@ -312,6 +316,7 @@ pub struct Config {
     pub log_level: String,
     pub log_format: LogFormat,
     pub worker: WorkerConfig,
+    pub jobs: JobsConfig,
 }
 
 /// Per-user limits of the costly semantic memory routes (AIBrain's defaults).
@@ -382,6 +387,8 @@ impl Config {
                 "is true but nothing says whose SSO headers to trust; set SSO_TRUSTED_PROXIES or SSO_SHARED_SECRET",
             ));
         }
+        let worker = Self::parse_worker(raw)?;
+        let jobs = JobsConfig::from_raw(raw, worker.concurrency)?;
         Ok(Self {
             bind,
             database,
@@ -444,28 +451,19 @@ impl Config {
             request_timeout: Duration::from_secs(timeout_secs),
             log_level: raw.get("LOG_LEVEL").unwrap_or("info").to_string(),
             log_format,
-            worker: {
-                let d = Self::default_worker();
-                WorkerConfig {
-                    concurrency: parse_number(raw, "ENGRAM_WORKER_CONCURRENCY", d.concurrency, 1, 1024)?,
-                    heartbeat_secs: parse_number(
-                        raw,
-                        "ENGRAM_WORKER_HEARTBEAT_SECS",
-                        d.heartbeat_secs,
-                        1,
-                        300,
-                    )?,
-                    stale_after_secs: parse_number(
-                        raw,
-                        "ENGRAM_WORKER_STALE_SECS",
-                        d.stale_after_secs,
-                        2,
-                        3600,
-                    )?,
-                    drain_secs: parse_number(raw, "ENGRAM_WORKER_DRAIN_SECS", d.drain_secs, 0, 3600)?,
-                }
-            },
+            worker,
+            jobs,
             data_dir,
+        })
+    }
+
+    fn parse_worker(raw: &RawConfig) -> Result<WorkerConfig, ConfigError> {
+        let d = Self::default_worker();
+        Ok(WorkerConfig {
+            concurrency: parse_number(raw, "ENGRAM_WORKER_CONCURRENCY", d.concurrency, 1, 1024)?,
+            heartbeat_secs: parse_number(raw, "ENGRAM_WORKER_HEARTBEAT_SECS", d.heartbeat_secs, 1, 300)?,
+            stale_after_secs: parse_number(raw, "ENGRAM_WORKER_STALE_SECS", d.stale_after_secs, 2, 3600)?,
+            drain_secs: parse_number(raw, "ENGRAM_WORKER_DRAIN_SECS", d.drain_secs, 0, 3600)?,
         })
     }
 
@@ -544,6 +542,7 @@ impl Config {
         values.extend(self.auth.describe());
         values.extend(self.llm.describe());
         values.extend(self.embedding.describe());
+        values.extend(self.jobs.describe());
         values
             .into_iter()
             .map(|(key, value)| {

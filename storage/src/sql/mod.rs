@@ -20,6 +20,7 @@ macro_rules! pooled_store {
 mod blob_index;
 mod federation;
 mod identity;
+mod invites;
 mod jobs;
 mod kv;
 pub mod memories;
@@ -46,6 +47,7 @@ pub use federation::{
     AgentRecord, FederationStore, MergedView, PostgresFederation, PushOutcome, SqliteFederation, Summary,
 };
 pub use identity::{ApiKey, IdentityStore, NewUser, PostgresIdentity, Role, Rotation, SqliteIdentity, User};
+pub use invites::{Invite, InviteStore, NewInvite, PostgresInvites, SqliteInvites};
 pub use jobs::{
     AttemptOutcome, Job, JobFilter, JobStatus, JobStore, KindStats, LogLine, NewJob, PostgresJobs, SqliteJobs,
 };
@@ -195,6 +197,13 @@ impl Database {
         match self {
             Database::Sqlite(pool) => Arc::new(SqliteIdentity::new(pool.clone())),
             Database::Postgres(pool) => Arc::new(PostgresIdentity::new(pool.clone())),
+        }
+    }
+
+    pub fn invite_store(&self) -> Arc<dyn InviteStore> {
+        match self {
+            Database::Sqlite(pool) => Arc::new(SqliteInvites::new(pool.clone())),
+            Database::Postgres(pool) => Arc::new(PostgresInvites::new(pool.clone())),
         }
     }
 

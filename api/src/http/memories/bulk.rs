@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use jobs::engine::Submit;
+use jobs::engine::{Requester, Submit};
 use jobs::kinds::{
     IMPORT_QUIET, ImportMemories, IndexMemoryVectors, IngestConversation, Kind, import_items_key,
 };
@@ -114,6 +114,7 @@ async fn index_backlog_later(state: &AppState, caller: &Caller) -> Result<(), Ap
         priority: None,
         idempotency_key: Some(format!("{}:{window}", IndexMemoryVectors::NAME)),
         parent_id: None,
+        requester: Requester::Engram,
     };
     state.engine.submit(submit).await?;
     Ok(())

@@ -1,9 +1,14 @@
 //! Engram's own job records and their log lines, on SQLite and PostgreSQL: the one view the
-//! API and the dashboard read, whichever queue delivers the jobs. Every state change is one
+//! API and the dashboard read, whichever queue delivers the jobs. Every state change is a
 //! conditional statement, so two processes never both move the same job. Creating, claiming
 //! and finishing take batches, so a busy worker pays one statement for many jobs.
+//!
+//! A delivery names a kind, not a job: the worker claims the kind's next due jobs in turn
+//! (priority, then `fair_seq`, which interleaves owners), so one owner's backlog never holds
+//! back another owner's job, and an owner at the running cap waits for room.
 
 mod store;
+mod turns;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -153,15 +158,38 @@ pub trait JobStore: Send + Sync {
 
     async fn list(&self, filter: &JobFilter) -> StoreResult<Vec<Job>>;
 
-    /// Moves each queued or failed job of `ids` to `running` for `worker_id` and counts the
-    /// attempt, in one statement; returns those claimed. The others are not claimable (gone,
-    /// cancelled, already running or done).
-    async fn claim_many(&self, ids: &[String], worker_id: &str) -> StoreResult<Vec<Job>>;
+    /// Moves up to `count` due jobs of `kind` to `running` for `worker_id`, counting their
+    /// attempts: the highest priority first, then in turn across owners (`fair_seq`), passing
+    /// over owners with `max_running_per_owner` jobs running (0: no cap). Claims of one kind
+    /// run one at a time, so a claim never misses a job another claim is about to leave.
+    ///
+    /// Due jobs the cap passed over are parked: out of turn until their owner has room,
+    /// when `claim_parked` or `unpark` hands them out again.
+    async fn claim_next(
+        &self,
+        kind: &str,
+        count: usize,
+        worker_id: &str,
+        max_running_per_owner: u64,
+    ) -> StoreResult<Vec<Job>>;
 
-    /// `claim_many` of one job; `None` when it is not claimable.
-    async fn claim(&self, id: &str, worker_id: &str) -> StoreResult<Option<Job>> {
-        Ok(self.claim_many(&[id.to_string()], worker_id).await?.pop())
-    }
+    /// Claims `owner`'s next parked job of one of `kinds` for `worker_id` when the owner has
+    /// room under `max_running_per_owner`: the slot one of its attempts just left runs it,
+    /// with no delivery in between.
+    async fn claim_parked(
+        &self,
+        owner: &str,
+        kinds: &[&str],
+        worker_id: &str,
+        max_running_per_owner: u64,
+    ) -> StoreResult<Option<Job>>;
+
+    /// Takes parked jobs of `owners` (every owner when `None`) out of parking, as many per
+    /// owner as it has room for under `max_running_per_owner`; returns them, to be delivered.
+    async fn unpark(&self, owners: Option<&[String]>, max_running_per_owner: u64) -> StoreResult<Vec<Job>>;
+
+    /// Jobs of `owner` waiting to run: queued, or failed and awaiting a retry.
+    async fn waiting_count(&self, owner: &str) -> StoreResult<u64>;
 
     async fn set_progress(&self, id: &str, progress: i32, message: Option<&str>) -> StoreResult<()>;
 
@@ -189,7 +217,8 @@ pub trait JobStore: Send + Sync {
     /// Puts jobs running under `worker_id` back in the queue; returns them.
     async fn requeue_worker_jobs(&self, worker_id: &str) -> StoreResult<Vec<Job>>;
 
-    /// Queued or failed jobs due before `due_before`, oldest first (for re-delivery sweeps).
+    /// Queued or failed jobs due before `due_before`, oldest first, not parked (for
+    /// re-delivery sweeps).
     async fn due_jobs(&self, due_before: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Job>>;
 
     async fn append_logs(&self, id: &str, lines: &[LogLine]) -> StoreResult<()>;

@@ -11,8 +11,13 @@ use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::{FromRow, PgPool, SqlitePool};
 
+use super::turns::{
+    ANY_DUE, CAPPED_LOOKAHEAD, IN_TURN, IN_TURN_CAPPED, POSTGRES_TURN_SQL, SQLITE_TURN_SQL, WAITING_COUNT,
+    take_and_park,
+};
 use super::{AttemptOutcome, Job, JobFilter, JobStatus, JobStore, KindStats, LogLine, MAX_PAGE, NewJob};
 use crate::error::{StoreError, StoreResult};
+use crate::ids::SYSTEM_OWNER;
 use crate::sql::millis::{from_millis, to_millis};
 
 #[derive(FromRow)]
@@ -78,7 +83,8 @@ fn jobs(rows: Vec<JobRow>) -> StoreResult<Vec<Job>> {
 }
 
 /// The batch statements of one database. `insert_many` takes the JSON array of `NewRow` and
-/// the creation time; `claim_many` the JSON array of ids, the worker and the time;
+/// the creation time; `claim_many` the JSON array of ids, the worker and the time (it runs
+/// inside a claim, on the jobs chosen in turn);
 /// `succeed_many` the worker, the time and the JSON array of `Success`.
 struct BatchSql {
     insert_many: &'static str,
@@ -91,10 +97,10 @@ struct BatchSql {
 /// status indexes instead of looking each id up by primary key.
 const SQLITE_BATCH_SQL: BatchSql = BatchSql {
     insert_many: "INSERT INTO jobs (id, kind, owner, payload, status, max_attempts, priority, run_at, \
-         parent_id, idempotency_key, created_at, updated_at) \
+         parent_id, idempotency_key, fair_seq, created_at, updated_at) \
          SELECT value->>'id', value->>'kind', value->>'owner', value->'payload', 'queued', \
          value->>'max_attempts', value->>'priority', value->>'run_at', value->>'parent_id', \
-         value->>'idempotency_key', $2, $2 FROM json_each($1) WHERE true \
+         value->>'idempotency_key', value->>'fair_seq', $2, $2 FROM json_each($1) WHERE true \
          ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING *",
     claim_many: "UPDATE jobs SET status = 'running', attempt = attempt + 1, worker_id = $2, \
          started_at = $3, updated_at = $3, progress = 0, progress_message = NULL \
@@ -111,9 +117,10 @@ const SQLITE_BATCH_SQL: BatchSql = BatchSql {
 /// …)` the planner, whose statistics lag a fast-filling table, read every queued job.
 const POSTGRES_BATCH_SQL: BatchSql = BatchSql {
     insert_many: "INSERT INTO jobs (id, kind, owner, payload, status, max_attempts, priority, run_at, \
-         parent_id, idempotency_key, created_at, updated_at) \
+         parent_id, idempotency_key, fair_seq, created_at, updated_at) \
          SELECT r->>'id', r->>'kind', r->>'owner', r->'payload', 'queued', (r->>'max_attempts')::INTEGER, \
-         (r->>'priority')::INTEGER, (r->>'run_at')::BIGINT, r->>'parent_id', r->>'idempotency_key', $2, $2 \
+         (r->>'priority')::INTEGER, (r->>'run_at')::BIGINT, r->>'parent_id', r->>'idempotency_key', \
+         (r->>'fair_seq')::BIGINT, $2, $2 \
          FROM jsonb_array_elements($1) AS r \
          ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING *",
     claim_many: "UPDATE jobs SET status = 'running', attempt = attempt + 1, worker_id = $2, \
@@ -141,7 +148,7 @@ const FINISH_CANCELLED: &str = "UPDATE jobs SET status = 'cancelled', finished_a
 const CANCEL: &str = "UPDATE jobs SET \
      status = CASE WHEN status = 'running' THEN status ELSE 'cancelled' END, \
      finished_at = CASE WHEN status = 'running' THEN finished_at ELSE $2 END, \
-     cancel_requested = TRUE, updated_at = $2 \
+     cancel_requested = TRUE, parked = FALSE, updated_at = $2 \
      WHERE id = $1 AND status IN ('queued', 'failed', 'running') RETURNING *";
 const RETRY: &str = "UPDATE jobs SET status = 'queued', run_at = $2, updated_at = $2, finished_at = NULL, \
      cancel_requested = FALSE, worker_id = NULL, \
@@ -151,7 +158,7 @@ const REQUEUE_WORKER: &str = "UPDATE jobs SET status = 'queued', worker_id = NUL
      last_error = 'its worker stopped before the attempt finished' \
      WHERE worker_id = $1 AND status = 'running' RETURNING *";
 const DUE: &str = "SELECT * FROM jobs WHERE status IN ('queued', 'failed') AND run_at <= $1 \
-     AND NOT cancel_requested ORDER BY run_at LIMIT $2";
+     AND NOT cancel_requested AND NOT parked ORDER BY run_at LIMIT $2";
 const INSERT_LOG: &str = "INSERT INTO job_logs (job_id, seq, at, level, line) VALUES ($1, $2, $3, $4, $5) \
      ON CONFLICT (job_id, seq) DO NOTHING";
 const LOGS: &str = "SELECT seq, at, level, line FROM job_logs WHERE job_id = $1 AND seq > $2 \
@@ -175,10 +182,11 @@ struct NewRow<'a> {
     run_at: i64,
     parent_id: Option<&'a str>,
     idempotency_key: Option<&'a str>,
+    fair_seq: i64,
 }
 
-impl<'a> From<&'a NewJob> for NewRow<'a> {
-    fn from(job: &'a NewJob) -> Self {
+impl<'a> NewRow<'a> {
+    fn new(job: &'a NewJob, fair_seq: i64) -> Self {
         Self {
             id: &job.id,
             kind: &job.kind,
@@ -189,6 +197,7 @@ impl<'a> From<&'a NewJob> for NewRow<'a> {
             run_at: to_millis(job.run_at),
             parent_id: job.parent_id.as_deref(),
             idempotency_key: job.idempotency_key.as_deref(),
+            fair_seq,
         }
     }
 }
@@ -229,7 +238,7 @@ fn merge_stats(counts: Vec<(String, String, i64)>, recent: Vec<(String, i64, i64
 }
 
 macro_rules! sql_job_store {
-    ($name:ident, $pool:ty, $sql:ident) => {
+    ($name:ident, $pool:ty, $sql:ident, $turns:ident) => {
         pooled_store!($name, $pool);
 
         #[async_trait]
@@ -240,13 +249,31 @@ macro_rules! sql_job_store {
             }
 
             async fn create_many(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<(Job, bool)>> {
-                let rows: Vec<NewRow> = jobs.iter().map(NewRow::from).collect();
-                let mut tx = self.pool.begin().await?;
-                let inserted: Vec<JobRow> = sqlx::query_as($sql.insert_many)
-                    .bind(Json(&rows))
-                    .bind(now_millis())
-                    .fetch_all(&mut *tx)
-                    .await?;
+                let now = now_millis();
+                // It reads (each owner's `fair_seq`) before it writes: on SQLite the write lock
+                // is taken first, or a claim committing in between would fail the insert.
+                let mut tx = self.pool.begin_with($turns.begin).await?;
+                let mut next_seq: HashMap<(&str, &str, i32), i64> = HashMap::new();
+                let mut rows: Vec<NewRow> = Vec::with_capacity(jobs.len());
+                for job in &jobs {
+                    let key = (job.owner.as_str(), job.kind.as_str(), job.priority);
+                    let seq = match next_seq.get(&key) {
+                        Some(last) => last + 1,
+                        None => {
+                            sqlx::query_scalar($turns.base_seq)
+                                .bind(&job.owner)
+                                .bind(&job.kind)
+                                .bind(job.priority)
+                                .bind(now)
+                                .fetch_one(&mut *tx)
+                                .await?
+                        }
+                    };
+                    next_seq.insert(key, seq);
+                    rows.push(NewRow::new(job, seq));
+                }
+                let inserted: Vec<JobRow> =
+                    sqlx::query_as($sql.insert_many).bind(Json(&rows)).bind(now).fetch_all(&mut *tx).await?;
                 let mut inserted: HashMap<String, JobRow> =
                     inserted.into_iter().map(|row| (row.id.clone(), row)).collect();
                 let mut out = Vec::with_capacity(jobs.len());
@@ -284,17 +311,112 @@ macro_rules! sql_job_store {
                 jobs(rows)
             }
 
-            async fn claim_many(&self, ids: &[String], worker_id: &str) -> StoreResult<Vec<Job>> {
-                if ids.is_empty() {
+            async fn claim_next(
+                &self,
+                kind: &str,
+                count: usize,
+                worker_id: &str,
+                max_running_per_owner: u64,
+            ) -> StoreResult<Vec<Job>> {
+                if count == 0 {
                     return Ok(Vec::new());
                 }
-                let rows: Vec<JobRow> = sqlx::query_as($sql.claim_many)
-                    .bind(Json(ids))
+                let now = now_millis();
+                // Most empty deliveries (an owner at the cap holding the rest of the queue)
+                // end here, without taking the write lock: a job that becomes claimable after
+                // this look brings a delivery of its own.
+                let any: Option<String> =
+                    sqlx::query_scalar(ANY_DUE).bind(kind).bind(now).fetch_optional(&self.pool).await?;
+                if any.is_none() {
+                    return Ok(Vec::new());
+                }
+                let mut tx = self.pool.begin_with($turns.begin).await?;
+                if let Some(lock) = $turns.lock {
+                    sqlx::query(lock).bind(kind).execute(&mut *tx).await?;
+                }
+                let (take, park) = if max_running_per_owner == 0 {
+                    let ids: Vec<String> = sqlx::query_scalar(IN_TURN)
+                        .bind(kind)
+                        .bind(now)
+                        .bind(count as i64)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    (ids, Vec::new())
+                } else {
+                    let candidates: Vec<(String, bool)> = sqlx::query_as(IN_TURN_CAPPED)
+                        .bind(kind)
+                        .bind(now)
+                        .bind((count + CAPPED_LOOKAHEAD) as i64)
+                        .bind(i64::try_from(max_running_per_owner).unwrap_or(i64::MAX))
+                        .bind(SYSTEM_OWNER)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    take_and_park(candidates, count)
+                };
+                let claimed: Vec<JobRow> = if take.is_empty() {
+                    Vec::new()
+                } else {
+                    sqlx::query_as($sql.claim_many)
+                        .bind(Json(&take))
+                        .bind(worker_id)
+                        .bind(now)
+                        .fetch_all(&mut *tx)
+                        .await?
+                };
+                if !park.is_empty() {
+                    sqlx::query($turns.park).bind(Json(&park)).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                // RETURNING gives rows in table order; callers get them in turn.
+                let mut claimed = jobs(claimed)?;
+                claimed.sort_by_key(|job| take.iter().position(|id| *id == job.id));
+                Ok(claimed)
+            }
+
+            async fn unpark(
+                &self,
+                owners: Option<&[String]>,
+                max_running_per_owner: u64,
+            ) -> StoreResult<Vec<Job>> {
+                let owners: Vec<String> = match owners {
+                    Some(owners) => owners.to_vec(),
+                    None => sqlx::query_scalar($turns.parked_owners).fetch_all(&self.pool).await?,
+                };
+                let room = match max_running_per_owner {
+                    0 => i64::MAX / 2,
+                    cap => i64::try_from(cap).unwrap_or(i64::MAX / 2),
+                };
+                let mut unparked = Vec::new();
+                for owner in owners {
+                    let rows: Vec<JobRow> =
+                        sqlx::query_as($turns.unpark).bind(&owner).bind(room).fetch_all(&self.pool).await?;
+                    unparked.extend(jobs(rows)?);
+                }
+                Ok(unparked)
+            }
+
+            async fn claim_parked(
+                &self,
+                owner: &str,
+                kinds: &[&str],
+                worker_id: &str,
+                max_running_per_owner: u64,
+            ) -> StoreResult<Option<Job>> {
+                let room = i64::try_from(max_running_per_owner).unwrap_or(i64::MAX / 2);
+                let row: Option<JobRow> = sqlx::query_as($turns.claim_parked)
+                    .bind(owner)
                     .bind(worker_id)
                     .bind(now_millis())
-                    .fetch_all(&self.pool)
+                    .bind(Json(kinds))
+                    .bind(room)
+                    .fetch_optional(&self.pool)
                     .await?;
-                jobs(rows)
+                row.map(Job::try_from).transpose()
+            }
+
+            async fn waiting_count(&self, owner: &str) -> StoreResult<u64> {
+                let count: i64 = sqlx::query_scalar(WAITING_COUNT).bind(owner).fetch_one(&self.pool).await?;
+                Ok(count.max(0) as u64)
             }
 
             async fn set_progress(&self, id: &str, progress: i32, message: Option<&str>) -> StoreResult<()> {
@@ -435,5 +557,5 @@ macro_rules! sql_job_store {
     };
 }
 
-sql_job_store!(SqliteJobs, SqlitePool, SQLITE_BATCH_SQL);
-sql_job_store!(PostgresJobs, PgPool, POSTGRES_BATCH_SQL);
+sql_job_store!(SqliteJobs, SqlitePool, SQLITE_BATCH_SQL, SQLITE_TURN_SQL);
+sql_job_store!(PostgresJobs, PgPool, POSTGRES_BATCH_SQL, POSTGRES_TURN_SQL);
