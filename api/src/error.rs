@@ -211,7 +211,35 @@ pub enum ErrorFamily {
     AiBrain,
 }
 
+/// Path prefixes of AIBrain's routes and of the FastAPI-born originals' (the rest are Engram's).
+const AIBRAIN_PREFIXES: &[&str] = &["/api/v1/auth", "/api/v1/memories", "/api/v1/sync"];
+const FASTAPI_PREFIXES: &[&str] = &[
+    "/memory",
+    "/repos",
+    "/blob",
+    "/blobs",
+    "/sync",
+    "/push",
+    "/pull",
+    "/api/v1/federation",
+    "/auth/github",
+];
+
 impl ErrorFamily {
+    /// The family of the routes under `path`, for answers made before a route is reached
+    /// (body limit, timeout, unknown path) and for the API document.
+    pub fn for_path(path: &str) -> Self {
+        let under =
+            |prefixes: &[&str]| prefixes.iter().any(|p| path == *p || path.starts_with(&format!("{p}/")));
+        if under(AIBRAIN_PREFIXES) {
+            ErrorFamily::AiBrain
+        } else if under(FASTAPI_PREFIXES) {
+            ErrorFamily::FastApi
+        } else {
+            ErrorFamily::Engram
+        }
+    }
+
     pub fn body(self, error: &ApiError) -> Value {
         let code = error.code.as_str();
         match self {
@@ -254,6 +282,17 @@ pub async fn reshape_errors(State(family): State<ErrorFamily>, mut response: Res
     reshaped
 }
 
+/// `reshape_errors` with the family of the request's path: the outermost error layer, for
+/// answers no route's own layer saw (413 from the body limit, 408, 404 for unknown paths).
+pub async fn reshape_errors_by_path(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let family = ErrorFamily::for_path(request.uri().path());
+    let response = next.run(request).await;
+    reshape_errors(State(family), response).await
+}
+
 fn is_json(response: &Response) -> bool {
     response
         .headers()
@@ -262,10 +301,77 @@ fn is_json(response: &Response) -> bool {
         .is_some_and(|v| v.starts_with("application/json") || v.contains("+json"))
 }
 
-/// `axum::Json` whose rejections are `ApiError`s, so bad bodies get the family's shape.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// `axum::Json` whose rejections are `ApiError`s, so bad bodies get the family's shape, and
+/// which takes only a JSON object (serde would read a struct from an array too).
 pub struct AppJson<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let json_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+            .is_some_and(|m| {
+                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+            });
+        if !json_type {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "Expected request with `Content-Type: application/json`",
+            ));
+        }
+        let body = axum::body::Bytes::from_request(request, state).await.map_err(|rejection| {
+            ApiError::new(ErrorCode::from_status(rejection.status()), rejection.body_text())
+        })?;
+        require_object(&body)?;
+        match axum::Json::<T>::from_bytes(&body) {
+            Ok(axum::Json(value)) => Ok(AppJson(value)),
+            Err(rejection @ JsonRejection::JsonDataError(_)) => {
+                with_whole_numbers(&body).map(AppJson).ok_or_else(|| rejection.into())
+            }
+            Err(rejection) => Err(rejection.into()),
+        }
+    }
+}
+
+/// `body` read as `T` once numbers like `720.0` are integers: JSON has one number type, so a
+/// whole number written with a fraction is still a valid integer. Tried only after the plain
+/// parse failed, so the common path parses once.
+pub fn with_whole_numbers<T: serde::de::DeserializeOwned>(body: &[u8]) -> Option<T> {
+    fn whole(value: &mut Value) -> bool {
+        match value {
+            Value::Number(n) if n.is_f64() => match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 => {
+                    *value = Value::from(f as i64);
+                    true
+                }
+                _ => false,
+            },
+            Value::Array(items) => items.iter_mut().fold(false, |changed, item| whole(item) | changed),
+            Value::Object(fields) => fields.values_mut().fold(false, |changed, field| whole(field) | changed),
+            _ => false,
+        }
+    }
+    let mut value: Value = serde_json::from_slice(body).ok()?;
+    if !whole(&mut value) {
+        return None;
+    }
+    serde_json::from_value(value).ok()
+}
+
+/// 422 unless `body` is a JSON object (or not JSON at all: that is for the parser to say).
+pub fn require_object(body: &[u8]) -> Result<(), ApiError> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') | None => Ok(()),
+        Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
+            Err(ApiError::new(ErrorCode::Unprocessable, "the body must be a JSON object"))
+        }
+        Some(_) => Ok(()),
+    }
+}
 
 /// `axum::extract::Query` whose rejections are `ApiError`s (422 naming the parameter).
 #[derive(FromRequestParts)]

@@ -275,13 +275,25 @@ async fn a_message_over_one_mebibyte_closes_with_1009(stack: Stack) {
     assert_eq!(code, 1009, "{reason}");
 }
 
+/// A plain GET is refused as any protected route's request: 401 without a valid credential
+/// (header or `?token=`), 400 with one.
 async fn a_request_that_is_no_upgrade_gets_an_aibrain_error(stack: Stack) {
     let Some(app) = spawn_app(stack, &[]).await else { return };
-    let response = app.client.get(app.at("/api/v1/sync")).send().await.unwrap();
-    assert_eq!(response.status().as_u16(), 400);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!((&body["success"], &body["code"]), (&json!(false), &json!("BAD_REQUEST")), "{body}");
-    assert!(body["error"].is_string(), "{body}");
+    let (_, token) = register(&app.url, "plain-get@example.com").await;
+    let refusals = [
+        (app.client.get(app.at("/api/v1/sync")), 401, "UNAUTHORIZED"),
+        (app.client.get(app.at("/api/v1/sync?token=not-a-token")), 401, "UNAUTHORIZED"),
+        (app.client.get(app.at("/api/v1/sync")).bearer_auth("not-a-token"), 401, "UNAUTHORIZED"),
+        (app.client.get(app.at("/api/v1/sync")).bearer_auth(&token), 400, "BAD_REQUEST"),
+        (app.client.get(app.at(&format!("/api/v1/sync?token={token}"))), 400, "BAD_REQUEST"),
+    ];
+    for (request, status, code) in refusals {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!((&body["success"], &body["code"]), (&json!(false), &json!(code)), "{body}");
+        assert!(body["error"].is_string(), "{body}");
+    }
     let response = app.client.post(app.at("/api/v1/sync")).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 405);
     assert_eq!(response.json::<Value>().await.unwrap()["success"], false);

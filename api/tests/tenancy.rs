@@ -185,9 +185,9 @@ const ROUTES: &[(&str, &str, Access, &str)] = &[
     ("PUT", "/api/v1/memories/{id}", Owner(Memory), r#"{"content": "B was here"}"#),
     ("DELETE", "/api/v1/memories/{id}", Owner(Memory), ""),
     ("GET", "/api/v1/memories/{id}/history", Owner(Memory), ""),
-    // A WebSocket: the HTTP upgrade is open to anyone (the AUTH-message form authenticates after
-    // it) and credentials are refused with close 1008; memories_ws.rs covers its tenancy.
-    ("GET", "/api/v1/sync", Public, ""),
+    // A WebSocket: the upgrade itself is open to anyone (the AUTH-message form authenticates
+    // after it; memories_ws.rs covers its tenancy), a plain GET is 401 without a credential.
+    ("GET", "/api/v1/sync", Owner(Resource::None), ""),
 ];
 
 const JWT_SECRET: &str = "tenancy-test-jwt-secret";

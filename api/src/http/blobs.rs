@@ -72,6 +72,7 @@ fn iso(at: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReadQuery {
     /// A kept version (see `/blob/{path}/versions`); the live file when absent.
     version: Option<i64>,
@@ -189,6 +190,7 @@ pub async fn delete(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SyncQuery {
     /// Only entries changed after this cursor (from an earlier answer's `cursor`).
     since: Option<i64>,

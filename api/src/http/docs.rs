@@ -5,11 +5,12 @@
 
 use std::sync::OnceLock;
 
-use axum::extract::Path;
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use serde_json::Value;
 use utoipa::OpenApi;
 
 use crate::error::ApiError;
@@ -62,17 +63,27 @@ use crate::state::AppState;
 )]
 pub struct ApiDoc;
 
-pub fn openapi() -> &'static utoipa::openapi::OpenApi {
-    static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
-    DOC.get_or_init(ApiDoc::openapi)
+/// The document served at `/openapi.json`: the derived one, completed by `openapi::finish`.
+pub fn openapi() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut document = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes");
+        super::openapi::finish(&mut document);
+        document
+    })
 }
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/openapi.json", get(|| async { Json(openapi()) }))
+        .route("/openapi.json", get(served_document))
         .route("/docs", get(|| async { Html(SWAGGER_PAGE) }))
         .route("/redoc", get(|| async { Html(REDOC_PAGE) }))
         .route("/docs/assets/{file}", get(asset))
+}
+
+async fn served_document(State(state): State<AppState>) -> Json<Value> {
+    let dimensions = state.jobs.services.memories.dimensions();
+    Json(super::openapi::with_embedding_length(openapi(), dimensions))
 }
 
 const SWAGGER_PAGE: &str = r#"<!doctype html>

@@ -7,7 +7,7 @@
 //! Every request counts against `FEDERATION_RATE_LIMIT` per minute per API key (per user for
 //! sessions).
 
-mod summary;
+pub(crate) mod summary;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -142,6 +142,7 @@ pub async fn push(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PullParams {
     /// A `cursor` from an earlier pull: answer only what changed after it.
     since: Option<String>,

@@ -21,6 +21,7 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExchangeQuery {
     /// A GitHub token (personal access token or OAuth token) of the user.
     github_token: String,

@@ -75,6 +75,7 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SyncQuery {
     /// An access token or API key; without it the first message must be `AUTH`.
     token: Option<String>,
@@ -85,13 +86,29 @@ pub struct SyncQuery {
     (status = 101, description = "Switched to WebSocket: `CONNECTED` after authentication (query `token` \
       or a first `AUTH` message within 5 s, else close 1008), then every change event of the user; \
       `PING` → `PONG`; `MEMORY_CREATED`/`MEMORY_UPDATED`/`MEMORY_DELETED` → `SYNC_ACK`"),
-    (status = 400, description = "Not a WebSocket upgrade request")))]
+    (status = 400, description = "Not a WebSocket upgrade request (with a valid credential)"),
+    (status = 401, description = "Not a WebSocket upgrade request, and no valid credential")))]
 pub async fn upgrade(
     State(state): State<AppState>,
     AppQuery(query): AppQuery<SyncQuery>,
+    caller: Result<Caller, ApiError>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let upgrade = upgrade.map_err(|rejection| ApiError::new(ErrorCode::BadRequest, rejection.body_text()))?;
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            // A plain GET is answered as every protected route is: first who asks, then what.
+            let token = query.token.as_deref().filter(|token| !token.trim().is_empty());
+            let known = match token {
+                Some(token) => matches!(state.auth.caller(token).await, Ok(Some(_))),
+                None => caller.is_ok(),
+            };
+            return Err(match known {
+                true => ApiError::new(ErrorCode::BadRequest, rejection.body_text()),
+                false => ApiError::new(ErrorCode::Unauthorized, "Missing or invalid access token"),
+            });
+        }
+    };
     let token = query.token.filter(|token| !token.trim().is_empty());
     Ok(upgrade
         .max_message_size(MAX_MESSAGE)

@@ -19,6 +19,7 @@ pub mod memory;
 pub mod memory_paths;
 pub mod memory_sync_ws;
 pub mod metrics;
+pub mod openapi;
 pub mod schedules;
 #[cfg(test)]
 mod tests;
@@ -36,7 +37,7 @@ use tracing::Level;
 
 use storage::config::CorsOrigins;
 
-use crate::error::{ErrorFamily, not_found, reshape_errors};
+use crate::error::{not_found, reshape_errors_by_path};
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
@@ -69,7 +70,7 @@ pub(crate) fn with_platform_layers(routes: Router<AppState>, state: AppState) ->
         .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout))
         .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
-        .layer(middleware::map_response_with_state(ErrorFamily::Engram, reshape_errors))
+        .layer(middleware::from_fn(reshape_errors_by_path))
         .layer(CompressionLayer::new());
     let router = match cors_layer(&config.cors_origins) {
         Some(cors) => router.layer(cors),

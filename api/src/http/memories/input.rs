@@ -35,8 +35,14 @@ pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(invalid("body", "a JSON object is required"));
     }
+    crate::error::require_object(body)?;
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+    let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut deserializer);
+    let parsed = match parsed {
+        Err(e) if e.inner().is_data() => crate::error::with_whole_numbers(body).ok_or(e),
+        other => other,
+    };
+    parsed.map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_syntax() || inner.is_eof() {
@@ -122,7 +128,10 @@ pub fn check_tags(field: &str, tags: Vec<String>) -> Result<Vec<String>, ApiErro
 pub fn parse_instant(field: &str, value: &Value) -> Result<DateTime<Utc>, ApiError> {
     let parsed = match value {
         Value::String(text) => DateTime::parse_from_rfc3339(text.trim()).ok().map(|t| t.with_timezone(&Utc)),
-        Value::Number(n) => n.as_i64().and_then(DateTime::from_timestamp_millis),
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9e15).map(|f| f as i64))
+            .and_then(DateTime::from_timestamp_millis),
         _ => None,
     };
     parsed.filter(|t| (1970..=9999).contains(&chrono::Datelike::year(t))).ok_or_else(|| {
@@ -299,6 +308,7 @@ impl FilterBody {
 
 /// `GET /api/v1/memories` query parameters. Tags are comma-separated.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct ListParams {
     /// 1 to 200 (larger values are capped); default 50.
@@ -342,6 +352,7 @@ impl ListParams {
 
 /// `POST /api/v1/memories/search`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = MemorySearchBody)]
 #[serde(rename_all = "camelCase")]
 pub struct SearchBody {
     pub query: Option<String>,
@@ -481,6 +492,7 @@ impl ImportBody {
 
 /// `GET /api/v1/memories/sync/updates`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdatesParams {
     /// Changes strictly after this time (ISO 8601).
@@ -493,6 +505,7 @@ pub struct UpdatesParams {
 
 /// `GET /api/v1/memories/export`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct ExportParams {
     /// Include each memory's vector.

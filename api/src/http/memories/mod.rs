@@ -124,6 +124,7 @@ pub async fn create(
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct ReadParams {
     /// Send the memory's vector too.

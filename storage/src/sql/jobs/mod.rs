@@ -7,6 +7,7 @@
 //! (priority, then `fair_seq`, which interleaves owners), so one owner's backlog never holds
 //! back another owner's job, and an owner at the running cap waits for room.
 
+mod statements;
 mod store;
 mod turns;
 

@@ -11,6 +11,10 @@ use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::{FromRow, PgPool, SqlitePool};
 
+use super::statements::{
+    BY_IDEMPOTENCY_KEY, CANCEL, DUE, FAIL_DEAD, FAIL_RETRY, FINISH_CANCELLED, GET, INSERT_LOG, KIND_STATS,
+    LAST_LOG_SEQ, LIST, LOGS, POSTGRES_BATCH_SQL, PROGRESS, REQUEUE_WORKER, RETRY, SQLITE_BATCH_SQL,
+};
 use super::turns::{
     ANY_DUE, CAPPED_LOOKAHEAD, IN_TURN, IN_TURN_CAPPED, POSTGRES_TURN_SQL, SQLITE_TURN_SQL, WAITING_COUNT,
     take_and_park,
@@ -82,94 +86,6 @@ fn jobs(rows: Vec<JobRow>) -> StoreResult<Vec<Job>> {
     rows.into_iter().map(Job::try_from).collect()
 }
 
-/// The batch statements of one database. `insert_many` takes the JSON array of `NewRow` and
-/// the creation time; `claim_many` the JSON array of ids, the worker and the time (it runs
-/// inside a claim, on the jobs chosen in turn);
-/// `succeed_many` the worker, the time and the JSON array of `Success`.
-struct BatchSql {
-    insert_many: &'static str,
-    claim_many: &'static str,
-    succeed_many: &'static str,
-}
-
-/// `WHERE true` lets SQLite parse the `ON CONFLICT` after a `SELECT`. The unary `+` keeps
-/// SQLite, which has no statistics, from scanning every queued or running job through the
-/// status indexes instead of looking each id up by primary key.
-const SQLITE_BATCH_SQL: BatchSql = BatchSql {
-    insert_many: "INSERT INTO jobs (id, kind, owner, payload, status, max_attempts, priority, run_at, \
-         parent_id, idempotency_key, fair_seq, created_at, updated_at) \
-         SELECT value->>'id', value->>'kind', value->>'owner', value->'payload', 'queued', \
-         value->>'max_attempts', value->>'priority', value->>'run_at', value->>'parent_id', \
-         value->>'idempotency_key', value->>'fair_seq', $2, $2 FROM json_each($1) WHERE true \
-         ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING *",
-    claim_many: "UPDATE jobs SET status = 'running', attempt = attempt + 1, worker_id = $2, \
-         started_at = $3, updated_at = $3, progress = 0, progress_message = NULL \
-         WHERE id IN (SELECT value FROM json_each($1)) AND +status IN ('queued', 'failed') \
-         AND NOT cancel_requested RETURNING *",
-    succeed_many: "UPDATE jobs SET status = 'succeeded', result = s.result, progress = 100, \
-         finished_at = $2, updated_at = $2, last_error = NULL \
-         FROM (SELECT value->>'id' AS id, value->'result' AS result FROM json_each($3)) AS s \
-         WHERE jobs.id = s.id AND +jobs.worker_id = $1 AND +jobs.status = 'running' RETURNING jobs.id",
-};
-
-/// `->` keeps a JSON null payload or result JSON `null`, where `jsonb_to_recordset` would
-/// make it SQL NULL. `id = ANY(ARRAY(…))` makes the ids an index condition: with `IN (SELECT
-/// …)` the planner, whose statistics lag a fast-filling table, read every queued job.
-const POSTGRES_BATCH_SQL: BatchSql = BatchSql {
-    insert_many: "INSERT INTO jobs (id, kind, owner, payload, status, max_attempts, priority, run_at, \
-         parent_id, idempotency_key, fair_seq, created_at, updated_at) \
-         SELECT r->>'id', r->>'kind', r->>'owner', r->'payload', 'queued', (r->>'max_attempts')::INTEGER, \
-         (r->>'priority')::INTEGER, (r->>'run_at')::BIGINT, r->>'parent_id', r->>'idempotency_key', \
-         (r->>'fair_seq')::BIGINT, $2, $2 \
-         FROM jsonb_array_elements($1) AS r \
-         ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING *",
-    claim_many: "UPDATE jobs SET status = 'running', attempt = attempt + 1, worker_id = $2, \
-         started_at = $3, updated_at = $3, progress = 0, progress_message = NULL \
-         WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($1))) AND status IN ('queued', 'failed') \
-         AND NOT cancel_requested RETURNING *",
-    succeed_many: "UPDATE jobs SET status = 'succeeded', result = s.result, progress = 100, \
-         finished_at = $2, updated_at = $2, last_error = NULL \
-         FROM (SELECT r->>'id' AS id, r->'result' AS result FROM jsonb_array_elements($3) AS r) AS s \
-         WHERE jobs.id = s.id AND jobs.worker_id = $1 AND jobs.status = 'running' RETURNING jobs.id",
-};
-
-const BY_IDEMPOTENCY_KEY: &str = "SELECT * FROM jobs WHERE owner = $1 AND idempotency_key = $2";
-const GET: &str = "SELECT * FROM jobs WHERE id = $1";
-const LIST: &str = "SELECT * FROM jobs WHERE ($1 IS NULL OR owner = $1) AND ($2 IS NULL OR status = $2) \
-     AND ($3 IS NULL OR kind = $3) AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5";
-const PROGRESS: &str = "UPDATE jobs SET progress = $2, progress_message = $3, updated_at = $4 \
-     WHERE id = $1 AND status = 'running'";
-const FAIL_RETRY: &str = "UPDATE jobs SET status = 'failed', last_error = $3, run_at = $4, updated_at = $5, \
-     worker_id = NULL WHERE id = $1 AND worker_id = $2 AND status = 'running'";
-const FAIL_DEAD: &str = "UPDATE jobs SET status = 'dead', last_error = $3, finished_at = $4, updated_at = $4 \
-     WHERE id = $1 AND worker_id = $2 AND status = 'running'";
-const FINISH_CANCELLED: &str = "UPDATE jobs SET status = 'cancelled', finished_at = $3, updated_at = $3 \
-     WHERE id = $1 AND worker_id = $2 AND status = 'running'";
-const CANCEL: &str = "UPDATE jobs SET \
-     status = CASE WHEN status = 'running' THEN status ELSE 'cancelled' END, \
-     finished_at = CASE WHEN status = 'running' THEN finished_at ELSE $2 END, \
-     cancel_requested = TRUE, parked = FALSE, updated_at = $2 \
-     WHERE id = $1 AND status IN ('queued', 'failed', 'running') RETURNING *";
-const RETRY: &str = "UPDATE jobs SET status = 'queued', run_at = $2, updated_at = $2, finished_at = NULL, \
-     cancel_requested = FALSE, worker_id = NULL, \
-     max_attempts = CASE WHEN max_attempts > attempt THEN max_attempts ELSE attempt + 1 END \
-     WHERE id = $1 AND status IN ('failed', 'dead', 'cancelled') RETURNING *";
-const REQUEUE_WORKER: &str = "UPDATE jobs SET status = 'queued', worker_id = NULL, updated_at = $2, \
-     last_error = 'its worker stopped before the attempt finished' \
-     WHERE worker_id = $1 AND status = 'running' RETURNING *";
-const DUE: &str = "SELECT * FROM jobs WHERE status IN ('queued', 'failed') AND run_at <= $1 \
-     AND NOT cancel_requested AND NOT parked ORDER BY run_at LIMIT $2";
-const INSERT_LOG: &str = "INSERT INTO job_logs (job_id, seq, at, level, line) VALUES ($1, $2, $3, $4, $5) \
-     ON CONFLICT (job_id, seq) DO NOTHING";
-const LOGS: &str = "SELECT seq, at, level, line FROM job_logs WHERE job_id = $1 AND seq > $2 \
-     ORDER BY seq LIMIT $3";
-const LAST_LOG_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM job_logs WHERE job_id = $1";
-const STATUS_COUNTS: &str = "SELECT kind, status, COUNT(*) FROM jobs \
-     WHERE status IN ('queued', 'running', 'failed', 'dead') GROUP BY kind, status";
-const RECENT_SUCCESSES: &str = "SELECT kind, \
-     SUM(CASE WHEN finished_at >= $1 THEN 1 ELSE 0 END), COUNT(*) FROM jobs \
-     WHERE status = 'succeeded' AND finished_at >= $2 GROUP BY kind";
-
 /// One job of a batch insert, as the JSON the statement unpacks.
 #[derive(Serialize)]
 struct NewRow<'a> {
@@ -217,22 +133,21 @@ fn log_rows(rows: Vec<(i64, i64, String, String)>) -> Vec<LogLine> {
     rows.into_iter().map(|(seq, at, level, line)| LogLine { seq, at: from_millis(at), level, line }).collect()
 }
 
-fn merge_stats(counts: Vec<(String, String, i64)>, recent: Vec<(String, i64, i64)>) -> Vec<KindStats> {
+fn merge_stats(rows: Vec<(String, String, i64, i64)>) -> Vec<KindStats> {
     let mut stats: std::collections::BTreeMap<String, KindStats> = Default::default();
-    for (kind, status, count) in counts {
+    for (kind, status, count, last_minute) in rows {
         let stat = stats.entry(kind.clone()).or_insert_with(|| KindStats { kind, ..Default::default() });
         match JobStatus::parse(&status) {
             Some(JobStatus::Queued) => stat.queued = count,
             Some(JobStatus::Running) => stat.running = count,
             Some(JobStatus::Failed) => stat.failed = count,
             Some(JobStatus::Dead) => stat.dead = count,
+            Some(JobStatus::Succeeded) => {
+                stat.succeeded_last_hour = count;
+                stat.succeeded_last_minute = last_minute;
+            }
             _ => {}
         }
-    }
-    for (kind, last_minute, last_hour) in recent {
-        let stat = stats.entry(kind.clone()).or_insert_with(|| KindStats { kind, ..Default::default() });
-        stat.succeeded_last_minute = last_minute;
-        stat.succeeded_last_hour = last_hour;
     }
     stats.into_values().collect()
 }
@@ -542,16 +457,11 @@ macro_rules! sql_job_store {
             }
 
             async fn kind_stats(&self, now: DateTime<Utc>) -> StoreResult<Vec<KindStats>> {
-                let counts: Vec<(String, String, i64)> =
-                    sqlx::query_as(STATUS_COUNTS).fetch_all(&self.pool).await?;
                 let minute_ago = to_millis(now - chrono::Duration::minutes(1));
                 let hour_ago = to_millis(now - chrono::Duration::hours(1));
-                let recent: Vec<(String, i64, i64)> = sqlx::query_as(RECENT_SUCCESSES)
-                    .bind(minute_ago)
-                    .bind(hour_ago)
-                    .fetch_all(&self.pool)
-                    .await?;
-                Ok(merge_stats(counts, recent))
+                let rows: Vec<(String, String, i64, i64)> =
+                    sqlx::query_as(KIND_STATS).bind(minute_ago).bind(hour_ago).fetch_all(&self.pool).await?;
+                Ok(merge_stats(rows))
             }
         }
     };
