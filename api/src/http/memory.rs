@@ -341,8 +341,14 @@ pub(crate) async fn submit_and_wait(
         match current.status {
             JobStatus::Succeeded => return Ok(Waited::Finished(current.result.unwrap_or(Value::Null))),
             status if status.is_final() => {
+                // A job that gave up before its last attempt met a `JobError::Permanent`: the
+                // request cannot be done as things stand (say, another session's commit took
+                // the staged edits first), which is the client's conflict, not a server fault.
+                let gave_up = status == JobStatus::Dead && current.attempt < current.max_attempts;
+                let cancelled = status == JobStatus::Cancelled;
+                let code = if gave_up || cancelled { ErrorCode::Conflict } else { ErrorCode::Internal };
                 return Err(ApiError::new(
-                    ErrorCode::Internal,
+                    code,
                     format!(
                         "job {} ended {}: {}",
                         current.id,

@@ -41,6 +41,7 @@ const MAX_UPDATES_LIMIT: i64 = 1_000;
 #[utoipa::path(post, path = "/api/v1/memories/ingest", tag = "memories", request_body = IngestBody,
     responses((status = 201, description = "`{success, memories, count, message, decisions}`"),
     (status = 202, description = "`Prefer: respond-async`, or still running after 30 s: `{job_id, status_url, events_url}`"),
+    (status = 409, description = "The ingest job could not do it as things stand"),
     (status = 422, description = "A field out of bounds"), (status = 429, description = "Over the ingest limit")))]
 pub async fn ingest(
     State(state): State<AppState>,
@@ -60,6 +61,7 @@ pub async fn ingest(
 #[utoipa::path(post, path = "/api/v1/memories/import", tag = "memories", request_body = ImportBody,
     responses((status = 201, description = "`{success, imported, skipped}`"),
     (status = 202, description = "A large import still running: `{job_id, status_url, events_url}`"),
+    (status = 409, description = "The import job could not do it as things stand"),
     (status = 422, description = "An item out of bounds, named (`memories[3].content`)"),
     (status = 429, description = "Over the import limit")))]
 pub async fn import(

@@ -187,6 +187,7 @@ fn finish_operation(path: &str, public: bool, user_bodies: &[String], operation:
     }
     if body_names_a_user {
         answers.push((404, "No memory repository for this user (or not the caller's)"));
+        answers.push((409, "The job the route waited for could not do it as things stand"));
     }
     if in_location("query") {
         answers.push((422, "A query parameter does not fit its schema"));
