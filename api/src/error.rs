@@ -294,11 +294,16 @@ pub async fn reshape_errors_by_path(
 }
 
 fn is_json(response: &Response) -> bool {
-    response
-        .headers()
+    has_json_content_type(response.headers())
+}
+
+/// Whether `Content-Type` is `application/json` or `application/*+json` (parameters aside).
+pub fn has_json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v: &HeaderValue| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json") || v.contains("+json"))
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+        .is_some_and(|m| m == "application/json" || (m.starts_with("application/") && m.ends_with("+json")))
 }
 
 /// `axum::Json` whose rejections are `ApiError`s, so bad bodies get the family's shape, and
@@ -309,15 +314,7 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<
     type Rejection = ApiError;
 
     async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        let json_type = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
-            .is_some_and(|m| {
-                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
-            });
-        if !json_type {
+        if !has_json_content_type(request.headers()) {
             return Err(ApiError::new(
                 ErrorCode::UnsupportedMediaType,
                 "Expected request with `Content-Type: application/json`",

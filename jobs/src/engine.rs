@@ -171,7 +171,8 @@ impl JobEngine {
         Ok(created)
     }
 
-    /// Tenants' submissions that would take their owner past `OwnerCaps::max_queued`.
+    /// Refuses submissions that would take an owner past `OwnerCaps::max_queued`; an
+    /// administrator's submissions and Engram's own upkeep (`SYSTEM_OWNER`) are not counted.
     async fn check_queued_caps(&self, jobs: &[NewJob], requesters: &[Requester]) -> Result<(), SubmitError> {
         let cap = self.caps.max_queued;
         if cap == 0 {

@@ -88,14 +88,8 @@ pub struct Runner {
     pub running: RunningJobs,
     slots: Arc<tokio::sync::Semaphore>,
     claims: Batcher<String, Option<Job>>,
-    outcomes: Batcher<Ended, bool>,
+    outcomes: Batcher<(String, AttemptOutcome), bool>,
     stop_claiming: CancellationToken,
-}
-
-/// An attempt that ended, as the outcome batch takes it.
-struct Ended {
-    job_id: String,
-    outcome: AttemptOutcome,
 }
 
 /// Claims for a batch of deliveries, each naming its kind: one claim per kind.
@@ -116,15 +110,6 @@ async fn claim_in_turn(
     Ok(kinds.iter().map(|kind| claimed.get_mut(kind.as_str()).and_then(Iterator::next)).collect())
 }
 
-async fn record_outcomes(
-    jobs: &dyn JobStore,
-    ended: Vec<Ended>,
-    worker_id: &str,
-) -> storage::StoreResult<Vec<bool>> {
-    let outcomes: Vec<(String, AttemptOutcome)> = ended.into_iter().map(|e| (e.job_id, e.outcome)).collect();
-    jobs.finish_attempts(worker_id, &outcomes).await
-}
-
 impl Runner {
     /// Builds the runner and starts its claim and outcome batch loops.
     pub fn new(parts: RunnerParts) -> Self {
@@ -135,9 +120,9 @@ impl Runner {
             async move { claim_in_turn(jobs.as_ref(), kinds, &worker_id, cap).await }
         });
         let (jobs, worker_id) = (parts.jobs.clone(), parts.worker_id.clone());
-        let outcomes = Batcher::spawn(MAX_BATCH, move |ended: Vec<Ended>| {
+        let outcomes = Batcher::spawn(MAX_BATCH, move |outcomes: Vec<(String, AttemptOutcome)>| {
             let (jobs, worker_id) = (jobs.clone(), worker_id.clone());
-            async move { record_outcomes(jobs.as_ref(), ended, &worker_id).await }
+            async move { jobs.finish_attempts(&worker_id, &outcomes).await }
         });
         Self {
             slots: Arc::new(tokio::sync::Semaphore::new(parts.concurrency)),
@@ -159,23 +144,23 @@ impl Runner {
         let Some(mut job) = self.claims.call(kind.to_string()).await? else {
             return Ok(Executed::Skipped);
         };
+        let cap = self.parts.max_running_per_owner;
+        let kinds: Vec<&str> = self.parts.kinds.names().collect();
         loop {
-            let executed = self.run_claimed(job.clone()).await?;
-            let cap = self.parts.max_running_per_owner;
+            let owner = job.owner.clone();
+            let executed = self.run_claimed(job).await?;
             if cap == 0 {
                 return Ok(executed);
             }
-            let owner = std::slice::from_ref(&job.owner);
-            let kinds: Vec<&str> = self.parts.kinds.names().collect();
             let jobs = &self.parts.jobs;
             let next = match self.stop_claiming.is_cancelled() {
-                false => jobs.claim_parked(&job.owner, &kinds, &self.parts.worker_id, cap).await?,
+                false => jobs.claim_parked(&owner, &kinds, &self.parts.worker_id, cap).await?,
                 true => None,
             };
             match next {
                 Some(next) => job = next,
                 None => {
-                    let unparked = jobs.unpark(Some(owner), cap).await?;
+                    let unparked = jobs.unpark(Some(std::slice::from_ref(&owner)), cap).await?;
                     let tasks: Vec<DeliveryTask> = unparked.iter().map(DeliveryTask::due_now).collect();
                     self.parts.delivery.push(&tasks).await?;
                     return Ok(executed);
@@ -201,8 +186,7 @@ impl Runner {
             // The job's lines are stored before its final status is.
             self.parts.logs.flush().await;
         }
-        let ended = Ended { job_id: job.id.clone(), outcome: outcome.clone() };
-        let recorded = self.outcomes.call(ended).await?;
+        let recorded = self.outcomes.call((job.id.clone(), outcome.clone())).await?;
         if !recorded {
             return Ok(Executed::Superseded);
         }

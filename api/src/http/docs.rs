@@ -83,7 +83,7 @@ pub fn router() -> Router<AppState> {
 
 async fn served_document(State(state): State<AppState>) -> Json<Value> {
     let dimensions = state.jobs.services.memories.dimensions();
-    Json(super::openapi::with_embedding_length(openapi(), dimensions))
+    Json(super::openapi::for_this_server(openapi(), state.engine.kinds.names(), dimensions))
 }
 
 const SWAGGER_PAGE: &str = r#"<!doctype html>

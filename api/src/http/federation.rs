@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use chrono::{DateTime, Utc};
@@ -25,7 +25,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use self::summary::parse_push;
 use crate::auth::{Caller, Via};
-use crate::error::{ApiError, AppQuery, ErrorCode, ErrorFamily, reshape_errors};
+use crate::error::{ApiError, AppQuery, ErrorCode, ErrorFamily, has_json_content_type, reshape_errors};
 use crate::state::AppState;
 
 /// The window `FEDERATION_RATE_LIMIT` counts in.
@@ -106,11 +106,7 @@ pub async fn push(
     body: Bytes,
 ) -> Result<Json<PushReply>, ApiError> {
     let tenant = admit(&state, &caller, "federation:push").await?;
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json") || v.contains("+json"));
-    if !is_json {
+    if !has_json_content_type(&headers) {
         return Err(ApiError::new(
             ErrorCode::UnsupportedMediaType,
             "expected a JSON body with Content-Type: application/json",

@@ -213,10 +213,23 @@ fn finish_operation(path: &str, public: bool, user_bodies: &[String], operation:
     }
 }
 
-/// The document as served: `document` with the vector length of this server's embedding model
-/// (when it has one), which the memories routes require of a client's `embedding`.
-pub fn with_embedding_length(document: &Value, dimensions: Option<usize>) -> Value {
+/// The document as served: `document` with what depends on this server's configuration —
+/// the job kinds it registered (the `kind` a job or schedule may name) and the vector length
+/// of its embedding model, when it has one (what a client's `embedding` must hold).
+pub fn for_this_server<'a>(
+    document: &Value,
+    kinds: impl Iterator<Item = &'a str>,
+    dimensions: Option<usize>,
+) -> Value {
     let mut document = document.clone();
+    let mut kinds: Vec<&str> = kinds.collect();
+    kinds.sort_unstable();
+    for component in ["SubmitRequest", "CreateSchedule"] {
+        if let Some(kind) = document.pointer_mut(&format!("/components/schemas/{component}/properties/kind"))
+        {
+            kind["enum"] = json!(kinds);
+        }
+    }
     let Some(dimensions) = dimensions.filter(|d| *d > 0) else { return document };
     for component in ["CreateBody", "UpdateBody", "ImportItemBody", "MemorySearchBody"] {
         let path = format!("/components/schemas/{component}/properties/embedding");
@@ -288,6 +301,21 @@ mod tests {
         assert_eq!(content["maxLength"], 10_000);
         let put = &document["paths"]["/blob/{path}"]["put"];
         assert!(put["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "Content-MD5"));
+    }
+
+    #[test]
+    fn the_served_document_names_this_servers_kinds_and_vector_length() {
+        let served =
+            for_this_server(crate::http::docs::openapi(), ["repo_sync", "noop"].into_iter(), Some(384));
+        let schemas = &served["components"]["schemas"];
+        assert_eq!(schemas["SubmitRequest"]["properties"]["kind"]["enum"], json!(["noop", "repo_sync"]));
+        assert_eq!(schemas["CreateSchedule"]["properties"]["kind"]["enum"], json!(["noop", "repo_sync"]));
+        assert_eq!(schemas["CreateBody"]["properties"]["embedding"]["maxItems"], 384);
+        let without_model = for_this_server(crate::http::docs::openapi(), std::iter::empty(), None);
+        assert_eq!(
+            without_model["components"]["schemas"]["CreateBody"]["properties"]["embedding"]["maxItems"],
+            4096
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The checks handlers make on their input, said in JSON Schema so the document accepts what
 //! the server accepts and refuses what it refuses: lengths, ranges, patterns and the closed
-//! sets of names (kinds, scopes, memory types). Each rule is merged into the schema of one
+//! sets of names (scopes, memory types, depths; job kinds are added per server, see
+//! `for_this_server`). Each rule is merged into the schema of one
 //! property of a component, or of one parameter of an operation. Values come from the
 //! constants the handlers check against, so the two cannot drift apart silently.
 
@@ -43,19 +44,6 @@ const INSTANT: &str = "^(197[1-9]|19[89][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-
 /// Latest epoch milliseconds the memories routes take (9999-12-31T23:59:59.999Z).
 const MAX_EPOCH_MILLIS: i64 = 253_402_300_799_999;
 
-/// Kinds `POST /api/v1/jobs` knows on a default configuration (`noop` only with
-/// `ENGRAM_ENABLE_TEST_KINDS`).
-pub const SUBMITTABLE_KINDS: &[&str] = &[
-    "process_session",
-    "commit_session",
-    "repo_sync",
-    "rebuild_index",
-    "ingest_conversation",
-    "import_memories",
-    "index_memory_vectors",
-    "tombstone_gc",
-    "blob_repair",
-];
 const MEMORY_TYPES: &[&str] = &["preference", "fact", "task", "project", "meta"];
 const MEMORY_SCOPES: &[&str] = &["user_global", "session", "site", "conversation"];
 const SEARCH_MODES: &[&str] = &["semantic", "keyword", "hybrid"];
@@ -97,7 +85,7 @@ fn instant() -> Value {
 }
 
 /// A client's vector: 1 to 4,096 finite numbers, not all (nearly) zero; its length is the
-/// model's, which the served document adds (`with_embedding_length`).
+/// model's, which the served document adds (`for_this_server`).
 pub fn embedding() -> Value {
     let number = json!({"type": "number", "minimum": -1e18, "maximum": 1e18});
     json!({
@@ -137,10 +125,8 @@ pub fn property_rules() -> Vec<(&'static str, &'static str, Value)> {
         ("CreateInvite", "expiresInHours", range(1, 30 * 24)),
         ("CreateKey", "name", json!({"maxLength": 100, "pattern": NAME})),
         ("CreateKey", "scopes", json!({"minItems": 1, "items": one_of(&crate::auth::scopes::KNOWN)})),
-        ("SubmitRequest", "kind", one_of(SUBMITTABLE_KINDS)),
         ("SubmitRequest", "idempotency_key", text(1, 200, NO_NUL)),
         ("BatchRequest", "jobs", json!({"minItems": 1, "maxItems": super::super::jobs::MAX_BATCH})),
-        ("CreateSchedule", "kind", one_of(SUBMITTABLE_KINDS)),
         // git memory
         ("SearchBody", "k", range(1, storage::gitmem::index::MAX_K as i64)),
         ("SearchBody", "query", json!({"maxLength": super::super::memory::MAX_QUERY})),
