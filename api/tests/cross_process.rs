@@ -12,20 +12,6 @@ use common::{Stack, TestApp, engram_worker, spawn_app_with};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-macro_rules! on_every_stack {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $case() { super::$case(super::Stack::Embedded).await })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $case() { super::$case(super::Stack::Postgres).await })*
-        }
-        mod postgres_redis {
-            $(#[tokio::test] async fn $case() { super::$case(super::Stack::ScaleOut).await })*
-        }
-    };
-}
-
 on_every_stack!(an_idle_worker_process_picks_up_each_job_the_api_pushes, a_killed_worker_loses_nothing);
 
 /// These tests start several processes each and measure latency: they run one at a time so

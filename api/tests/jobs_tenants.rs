@@ -11,20 +11,6 @@ use chrono::{DateTime, Utc};
 use common::{Stack, TestApp, admin_client, spawn_app};
 use serde_json::{Value, json};
 
-macro_rules! on_every_stack {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $case() { super::$case(super::Stack::Embedded).await })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $case() { super::$case(super::Stack::Postgres).await })*
-        }
-        mod postgres_redis {
-            $(#[tokio::test] async fn $case() { super::$case(super::Stack::ScaleOut).await })*
-        }
-    };
-}
-
 on_every_stack!(
     tenants_submit_only_kinds_that_act_for_themselves,
     a_full_queue_answers_429_with_retry_after,

@@ -1,6 +1,7 @@
 //! The job system of one process: the engine the API submits through, and the worker
-//! runtime that registers, heartbeats, runs delivered jobs, rescues the jobs of workers that
-//! stopped heartbeating, fires schedules, and drains on shutdown.
+//! runtime that registers, heartbeats (with its consumers' liveness), runs delivered jobs,
+//! rescues the jobs of workers that stopped heartbeating, re-pushes jobs left waiting past the
+//! stall bound, fires schedules, and drains on shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use storage::config::JobsConfig;
 use storage::sql::{Job, WorkerRecord, WorkerStore};
 use tokio_util::sync::CancellationToken;
 
-use crate::delivery::{Delivery, DeliveryTask, QueueBackend};
+use crate::delivery::{Consumers, Delivery, DeliveryTask, QueueBackend};
 use crate::engine::{JobEngine, OwnerCaps};
 use crate::events::{CANCEL_TOPIC, CancelRequest};
 use crate::kinds::{
@@ -134,6 +135,7 @@ impl JobSystem {
             last_seen: Utc::now(),
             stopping: false,
             running_jobs: Vec::new(),
+            consumers: Vec::new(),
         };
         self.workers.register(&record).await?;
         let runner = Runner::new(RunnerParts {
@@ -147,10 +149,11 @@ impl JobSystem {
             max_running_per_owner: self.limits.max_running_per_owner,
         });
         let stop = CancellationToken::new();
+        let consumers = Consumers::default();
         let housekeeping = tokio::spawn(housekeep(
             self.clone(),
             record,
-            runner.running.clone(),
+            Liveness { running: runner.running.clone(), consumers: consumers.clone() },
             options.clone(),
             stop.clone(),
         ));
@@ -167,7 +170,7 @@ impl JobSystem {
         };
         let result = self
             .queue
-            .run_workers(runner.clone(), &worker_id, options.concurrency, options.drain, shutdown)
+            .run_workers(runner.clone(), &consumers, &worker_id, options.concurrency, options.drain, shutdown)
             .await;
         stop.cancel();
         let _ = tokio::join!(housekeeping, canceller);
@@ -208,17 +211,25 @@ impl JobSystem {
     }
 }
 
-/// Heartbeats, cancellation checks, orphan rescue and schedules, until `stop`.
+/// What a heartbeat reports and checks of this process: its running jobs (for cancel requests
+/// whose event was missed) and its consumers.
+struct Liveness {
+    running: RunningJobs,
+    consumers: Consumers,
+}
+
+/// Heartbeats, cancellation checks, orphan rescue, the re-delivery watchdog and schedules,
+/// until `stop`.
 async fn housekeep(
     system: JobSystem,
     record: WorkerRecord,
-    running: RunningJobs,
+    liveness: Liveness,
     options: WorkerOptions,
     stop: CancellationToken,
 ) {
     let mut heartbeat = tokio::time::interval(options.heartbeat);
     let mut schedules = tokio::time::interval(Duration::from_secs(1));
-    let mut sweep = tokio::time::interval(REDELIVER_AFTER / 5);
+    let mut watchdog = tokio::time::interval((system.limits.stall_after() / 5).max(Duration::from_secs(1)));
     let mut unpark = tokio::time::interval(UNPARK_EVERY);
     let mut vacuum = tokio::time::interval_at(tokio::time::Instant::now() + VACUUM_EVERY, VACUUM_EVERY);
     loop {
@@ -230,9 +241,9 @@ async fn housekeep(
                     Err(e) => tracing::warn!(error = %format!("{e:#}"), "vacuuming the queue failed"),
                 }
             }
-            _ = sweep.tick() => {
-                if let Err(e) = redeliver_lost(&system).await {
-                    tracing::warn!(error = %format!("{e:#}"), "re-delivery sweep failed");
+            _ = watchdog.tick() => {
+                if let Err(e) = redeliver_stalled(&system).await {
+                    tracing::warn!(error = %format!("{e:#}"), "the re-delivery watchdog failed");
                 }
             }
             _ = unpark.tick() => {
@@ -241,7 +252,7 @@ async fn housekeep(
                 }
             }
             _ = heartbeat.tick() => {
-                if let Err(e) = heartbeat_once(&system, &record, &running, &options).await {
+                if let Err(e) = heartbeat_once(&system, &record, &liveness, &options).await {
                     tracing::warn!(error = %format!("{e:#}"), "worker heartbeat failed");
                 }
             }
@@ -260,13 +271,15 @@ async fn housekeep(
 async fn heartbeat_once(
     system: &JobSystem,
     record: &WorkerRecord,
-    running: &RunningJobs,
+    liveness: &Liveness,
     options: &WorkerOptions,
 ) -> anyhow::Result<()> {
-    if !system.workers.heartbeat(&record.id, false).await? {
-        system.workers.register(record).await?;
+    let consumers = liveness.consumers.liveness();
+    if !system.workers.heartbeat(&record.id, false, &consumers).await? {
+        system.workers.register(&WorkerRecord { consumers, ..record.clone() }).await?;
     }
     // A cancel request whose bus event was missed is still honoured.
+    let running = &liveness.running;
     for id in running.ids() {
         if system.engine.jobs.get(&id).await?.is_some_and(|j| j.cancel_requested) {
             running.cancel(&id);
@@ -276,10 +289,6 @@ async fn heartbeat_once(
     Ok(())
 }
 
-/// Jobs due this long ago and still queued have probably lost their delivery (a crash
-/// between recording and pushing, a queue flushed): they are pushed again. A duplicate
-/// delivery is harmless, as only one claim of a job succeeds.
-const REDELIVER_AFTER: Duration = Duration::from_secs(300);
 /// How often, and after how long, finished deliveries are removed from the queue.
 const VACUUM_EVERY: Duration = Duration::from_secs(600);
 
@@ -296,12 +305,28 @@ async fn unpark_with_room(system: &JobSystem) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn redeliver_lost(system: &JobSystem) -> anyhow::Result<()> {
-    let before = Utc::now() - chrono::Duration::from_std(REDELIVER_AFTER)?;
-    let lost = system.engine.jobs.due_jobs(before, 1000).await?;
-    if !lost.is_empty() {
-        tracing::warn!(jobs = lost.len(), "pushing long-due queued jobs again");
-        system.redeliver(&lost).await?;
+/// Most jobs one watchdog sweep re-pushes.
+const WATCHDOG_BATCH: u32 = 1000;
+
+/// The watchdog: a due job nobody picked up within the stall bound has probably lost its
+/// delivery (a crash between recording and pushing, a queue flushed, a consumer that died
+/// holding it), so it is pushed again — once per due time, whichever worker sweeps first. A
+/// duplicate delivery is harmless: only one claim of a job succeeds.
+async fn redeliver_stalled(system: &JobSystem) -> anyhow::Result<()> {
+    let before = Utc::now() - chrono::Duration::from_std(system.limits.stall_after())?;
+    let stalled = system.engine.jobs.take_for_redelivery(before, WATCHDOG_BATCH).await?;
+    if let Some(oldest) = stalled.first() {
+        let mut kinds: Vec<&str> = stalled.iter().map(|j| j.kind.as_str()).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        tracing::warn!(
+            jobs = stalled.len(),
+            kinds = %kinds.join(","),
+            oldest = %oldest.id,
+            waited_secs = (Utc::now() - oldest.run_at).num_seconds(),
+            "pushing jobs that waited past the stall bound to the queue again"
+        );
+        system.redeliver(&stalled).await?;
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ macro_rules! job_suite {
             job_suite!(@cases $open; create_get_and_idempotency, create_many_in_one_transaction,
                 list_filters_and_pages_newest_first, one_claim_wins, attempt_outcomes,
                 a_stale_worker_cannot_finish, cancel_queued_and_running, retry_failed_dead_and_cancelled,
-                requeue_a_stopped_workers_jobs, due_jobs_oldest_first, logs_in_order_and_paged,
+                requeue_a_stopped_workers_jobs, redelivery_takes_each_due_time_once, oldest_due_per_kind, logs_in_order_and_paged,
                 stats_per_kind, create_many_keeps_order_and_dedups_keys_within_the_batch,
                 claims_take_due_jobs_by_priority_then_in_turn, claims_alternate_between_owners,
                 the_running_cap_parks_and_room_unparks, waiting_jobs_are_counted_per_owner,
@@ -229,7 +229,7 @@ async fn requeue_a_stopped_workers_jobs(store: Arc<dyn JobStore>) {
     assert_eq!(store.get(&ids[2]).await.unwrap().unwrap().status, JobStatus::Running);
 }
 
-async fn due_jobs_oldest_first(store: Arc<dyn JobStore>) {
+async fn redelivery_takes_each_due_time_once(store: Arc<dyn JobStore>) {
     let now = Utc::now();
     let later = NewJob { run_at: now + Duration::hours(1), ..new_job("noop", "o") };
     let earlier = NewJob { run_at: now - Duration::seconds(10), ..new_job("noop", "o") };
@@ -237,8 +237,41 @@ async fn due_jobs_oldest_first(store: Arc<dyn JobStore>) {
     for job in [later, earlier.clone(), earliest.clone()] {
         store.create(job).await.unwrap();
     }
-    let due: Vec<_> = store.due_jobs(now, 10).await.unwrap().into_iter().map(|j| j.id).collect();
-    assert_eq!(due, vec![earliest.id, earlier.id]);
+    // Sweeps of several workers at once: each job is taken by exactly one of them.
+    let sweeps = futures::future::join_all((0..4).map(|_| store.take_for_redelivery(now, 10))).await;
+    let mut taken: Vec<String> = sweeps.into_iter().flat_map(|s| s.unwrap()).map(|j| j.id).collect();
+    assert_eq!(taken.len(), 2, "each due job once: {taken:?}");
+    taken.sort();
+    let mut expected = vec![earliest.id.clone(), earlier.id.clone()];
+    expected.sort();
+    assert_eq!(taken, expected);
+    assert!(store.take_for_redelivery(now, 10).await.unwrap().is_empty(), "once per due time");
+    // A job whose worker stopped falls due again, and may be re-delivered once more.
+    let claimed = store.claim_next("noop", 1, "gone", 0).await.unwrap().pop().unwrap();
+    store.requeue_worker_jobs("gone").await.unwrap();
+    let again = store.take_for_redelivery(Utc::now(), 10).await.unwrap();
+    assert_eq!(again.into_iter().map(|j| j.id).collect::<Vec<_>>(), [claimed.id]);
+}
+
+async fn oldest_due_per_kind(store: Arc<dyn JobStore>) {
+    let now = Utc::now();
+    let alpha_due = now - Duration::seconds(30);
+    for run_at in [alpha_due, now - Duration::seconds(5), now + Duration::hours(1)] {
+        store.create(NewJob { run_at, ..new_job("alpha", "o") }).await.unwrap();
+    }
+    store.create(NewJob { run_at: now + Duration::hours(1), ..new_job("beta", "o") }).await.unwrap();
+    let (running, _) =
+        store.create(NewJob { run_at: now - Duration::hours(1), ..new_job("gamma", "o") }).await.unwrap();
+    claim(&store, &running.id, "w").await;
+    let oldest = store.oldest_due(now).await.unwrap();
+    assert_eq!(oldest.len(), 1, "only alpha has a due job waiting: {oldest:?}");
+    assert_eq!(oldest[0].0, "alpha");
+    assert!((oldest[0].1 - alpha_due).num_milliseconds().abs() <= 1);
+    let stats = store.kind_stats(now).await.unwrap();
+    let alpha = stats.iter().find(|s| s.kind == "alpha").unwrap();
+    let age = alpha.oldest_due_age_secs.unwrap();
+    assert!((29.9..=30.1).contains(&age), "{age}");
+    assert_eq!(stats.iter().find(|s| s.kind == "beta").unwrap().oldest_due_age_secs, None);
 }
 
 async fn logs_in_order_and_paged(store: Arc<dyn JobStore>) {
@@ -366,7 +399,10 @@ async fn the_running_cap_parks_and_room_unparks(store: Arc<dyn JobStore>) {
     assert_eq!(claimed, expected, "one job per owner, but the cap does not apply to the platform's own");
     // One delivery came back empty: one of alice's waiting jobs is parked in its place.
     assert!(store.claim_next("noop", 1, "w", 1).await.unwrap().is_empty(), "alice is at the cap");
-    assert!(store.due_jobs(Utc::now(), 10).await.unwrap().is_empty(), "parked jobs are not re-delivered");
+    assert!(
+        store.take_for_redelivery(Utc::now(), 10).await.unwrap().is_empty(),
+        "parked jobs are not re-delivered"
+    );
     assert!(store.unpark(None, 1).await.unwrap().is_empty(), "no room yet");
     assert!(store.finish_attempt(&alice[0], "w", AttemptOutcome::Succeeded(json!(1))).await.unwrap());
     let unparked = store.unpark(Some(&["alice".to_string(), "bob".to_string()]), 1).await.unwrap();

@@ -3,7 +3,7 @@
 use chrono::{Duration, Utc};
 use serde_json::json;
 use storage::config::{Config, DatabaseConfig, RawConfig};
-use storage::sql::{AttemptOutcome, Database, NewJob, Schedule, WorkerRecord};
+use storage::sql::{AttemptOutcome, ConsumerLiveness, Database, NewJob, Schedule, WorkerRecord};
 
 macro_rules! suite {
     ($backend:ident, $open:path) => {
@@ -48,6 +48,7 @@ fn worker(id: &str) -> WorkerRecord {
         last_seen: Utc::now(),
         stopping: false,
         running_jobs: vec![],
+        consumers: vec![],
     }
 }
 
@@ -76,13 +77,26 @@ async fn workers_register_heartbeat_and_go_stale(database: Database) {
         (worker("w1").kinds, 4, vec![job.id.clone()])
     );
 
-    assert!(workers.heartbeat("w1", true).await.unwrap());
-    assert!(workers.list().await.unwrap().iter().find(|w| w.id == "w1").unwrap().stopping);
+    let consumers = vec![ConsumerLiveness {
+        kind: "noop".into(),
+        alive: false,
+        last_fetch_at: Some(Utc::now() - Duration::seconds(40)),
+        in_flight: 1,
+        restarts: 3,
+        last_error: Some("the queue refused: database is locked".into()),
+    }];
+    assert!(workers.heartbeat("w1", true, &consumers).await.unwrap());
+    let w1 = workers.list().await.unwrap().into_iter().find(|w| w.id == "w1").unwrap();
+    assert!(w1.stopping);
+    assert_eq!(w1.consumers.len(), 1);
+    assert_eq!((w1.consumers[0].alive, w1.consumers[0].restarts), (false, 3));
+    let fetched = w1.consumers[0].last_fetch_at.unwrap();
+    assert!((fetched - consumers[0].last_fetch_at.unwrap()).num_milliseconds().abs() < 1000);
     let stale = workers.stale(Utc::now() + Duration::seconds(1)).await.unwrap();
     assert_eq!(stale.len(), 2);
     assert!(workers.stale(Utc::now() - Duration::seconds(60)).await.unwrap().is_empty());
     workers.remove("w2").await.unwrap();
-    assert!(!workers.heartbeat("w2", false).await.unwrap(), "a removed worker must register again");
+    assert!(!workers.heartbeat("w2", false, &[]).await.unwrap(), "a removed worker must register again");
     jobs.finish_attempt(&job.id, "w1", AttemptOutcome::Succeeded(json!(1))).await.unwrap();
     assert!(workers.list().await.unwrap()[0].running_jobs.is_empty());
 }

@@ -1,4 +1,5 @@
-//! `GET /health` (every backend checked, 503 when one is down) and `GET /ready`.
+//! `GET /health` (every backend checked, 503 when one is down; `degraded` too when a kind's
+//! jobs wait past the stall bound for a live worker that claims the kind) and `GET /ready`.
 
 use std::future::Future;
 use std::time::Duration;
@@ -43,7 +44,54 @@ pub struct HealthReport {
     pub queue: CheckStatus,
     pub blob_store: CheckStatus,
     pub event_bus: CheckStatus,
+    /// `ok`, or `stalled` when a due job of some kind has waited longer than
+    /// `ENGRAM_JOBS_STALL_AFTER_SECS` while a live worker claims the kind (`stalled_kinds`
+    /// names them); `unavailable` when it cannot be told.
+    #[schema(example = "ok")]
+    pub job_delivery: &'static str,
+    pub stalled_kinds: Vec<StalledKind>,
     pub backends: BackendNames,
+}
+
+/// A kind whose oldest due job has waited past the stall bound.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StalledKind {
+    #[schema(example = "commit_session")]
+    pub kind: String,
+    /// How long its oldest due job has waited for a worker, in seconds.
+    pub waiting_secs: f64,
+}
+
+/// Per kind with a due job waiting for a delivery: how long the oldest has waited, and
+/// whether a live worker (heard from within `ENGRAM_WORKER_STALE_SECS`, not stopping) claims
+/// the kind.
+pub(crate) async fn delivery_waits(state: &AppState) -> storage::StoreResult<Vec<(String, Duration, bool)>> {
+    let now = Utc::now();
+    let (due, workers) = tokio::try_join!(state.engine.jobs.oldest_due(now), state.workers.list())?;
+    let live_since = now - chrono::Duration::seconds(state.config.worker.stale_after_secs as i64);
+    Ok(due
+        .into_iter()
+        .map(|(kind, due_at)| {
+            let waited = (now - due_at).to_std().unwrap_or_default();
+            let claimed =
+                workers.iter().any(|w| !w.stopping && w.last_seen >= live_since && w.kinds.contains(&kind));
+            (kind, waited, claimed)
+        })
+        .collect())
+}
+
+/// The kinds whose jobs wait past the stall bound for a worker that claims them.
+async fn stalled_kinds(state: &AppState) -> storage::StoreResult<Vec<StalledKind>> {
+    let bound = state.config.jobs.stall_after();
+    Ok(delivery_waits(state)
+        .await?
+        .into_iter()
+        .filter(|(_, waited, claimed)| *claimed && *waited > bound)
+        .map(|(kind, waited, _)| StalledKind {
+            kind,
+            waiting_secs: (waited.as_millis() as f64 / 1000.0).round(),
+        })
+        .collect())
 }
 
 /// Which implementation serves each concern.
@@ -78,7 +126,7 @@ async fn probe<E: std::fmt::Display>(
 
 /// Health of the process and every backend
 #[utoipa::path(get, path = "/health", tag = "platform", responses(
-    (status = 200, description = "Every backend answers", body = HealthReport),
+    (status = 200, description = "Every backend answers (`status` is `degraded` when jobs of a kind wait past the stall bound)", body = HealthReport),
     (status = 503, description = "At least one backend does not answer", body = HealthReport)))]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthReport>) {
     let backends = &state.backends;
@@ -88,9 +136,23 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthRe
         probe("blob_store", backends.blobs.check()),
         probe("event_bus", backends.events.check()),
     );
-    let healthy = [database, queue, blob_store, event_bus].iter().all(|s| *s == CheckStatus::Ok);
+    let backends_up = [database, queue, blob_store, event_bus].iter().all(|s| *s == CheckStatus::Ok);
+    let (job_delivery, stalled_kinds) = match tokio::time::timeout(CHECK_TIMEOUT, stalled_kinds(&state)).await
+    {
+        Ok(Ok(stalled)) if stalled.is_empty() => ("ok", stalled),
+        Ok(Ok(stalled)) => {
+            let kinds: Vec<&str> = stalled.iter().map(|s| s.kind.as_str()).collect();
+            tracing::warn!(kinds = %kinds.join(","), "jobs wait past the stall bound for a worker");
+            ("stalled", stalled)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot tell whether job delivery keeps up");
+            ("unavailable", Vec::new())
+        }
+        Err(_) => ("unavailable", Vec::new()),
+    };
     let report = HealthReport {
-        status: if healthy { "ok" } else { "degraded" },
+        status: if backends_up && job_delivery == "ok" { "ok" } else { "degraded" },
         timestamp: Utc::now(),
         version: env!("CARGO_PKG_VERSION"),
         storage: if blob_store == CheckStatus::Ok { "connected" } else { "disconnected" },
@@ -98,6 +160,8 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthRe
         queue,
         blob_store,
         event_bus,
+        job_delivery,
+        stalled_kinds,
         backends: BackendNames {
             database: backends.database.backend_name(),
             queue: state.queue.backend_name(),
@@ -105,7 +169,8 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthRe
             event_bus: backends.events.backend_name(),
         },
     };
-    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    // Stalled jobs leave this process serving: only a backend that does not answer is a 503.
+    let status = if backends_up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(report))
 }
 

@@ -1,5 +1,8 @@
-//! `GET /metrics`: Prometheus text exposition of the HTTP traffic this process served.
+//! `GET /metrics`: Prometheus text exposition of the HTTP traffic this process served, and of
+//! job delivery over every process (read at scrape time): how long each kind's oldest due job
+//! has waited, and each worker's consumers (alive, restarts).
 
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use axum::Router;
@@ -32,11 +35,25 @@ struct RouteLabels {
     route: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConsumerLabels {
+    worker: String,
+    kind: String,
+}
+
 pub struct HttpMetrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     durations: Family<RouteLabels, Histogram>,
     in_flight: Gauge,
+    oldest_due_age: Family<KindLabels, Gauge<f64, AtomicU64>>,
+    consumer_alive: Family<ConsumerLabels, Gauge>,
+    consumer_restarts: Family<ConsumerLabels, Gauge>,
 }
 
 impl HttpMetrics {
@@ -54,12 +71,54 @@ impl HttpMetrics {
             durations.clone(),
         );
         registry.register("http_requests_in_flight", "HTTP requests being handled", in_flight.clone());
+        let oldest_due_age = Family::<KindLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "jobs_oldest_due_age_seconds",
+            "How long the oldest due job of each kind has waited for a worker (0: none waiting)",
+            oldest_due_age.clone(),
+        );
+        let consumer_alive = Family::<ConsumerLabels, Gauge>::default();
+        registry.register(
+            "job_consumer_alive",
+            "1 while the worker's consumer of the kind runs, 0 while it is being restarted",
+            consumer_alive.clone(),
+        );
+        let consumer_restarts = Family::<ConsumerLabels, Gauge>::default();
+        registry.register(
+            "job_consumer_restarts",
+            "Times the worker restarted its consumer of the kind since it started",
+            consumer_restarts.clone(),
+        );
         registry.register(
             "build",
             "The running Engram build",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
-        Self { registry, requests, durations, in_flight }
+        Self { registry, requests, durations, in_flight, oldest_due_age, consumer_alive, consumer_restarts }
+    }
+
+    /// Refreshes the job delivery figures from the stores.
+    async fn read_job_delivery(&self, state: &AppState) -> storage::StoreResult<()> {
+        let (waits, workers) = tokio::try_join!(super::health::delivery_waits(state), state.workers.list())?;
+        self.oldest_due_age.clear();
+        for kind in state.engine.kinds.names() {
+            self.oldest_due_age.get_or_create(&KindLabels { kind: kind.to_string() }).set(0.0);
+        }
+        for (kind, waited, _) in waits {
+            self.oldest_due_age.get_or_create(&KindLabels { kind }).set(waited.as_secs_f64());
+        }
+        self.consumer_alive.clear();
+        self.consumer_restarts.clear();
+        for worker in workers {
+            for consumer in worker.consumers {
+                let labels = ConsumerLabels { worker: worker.id.clone(), kind: consumer.kind };
+                self.consumer_alive.get_or_create(&labels).set(i64::from(consumer.alive));
+                self.consumer_restarts
+                    .get_or_create(&labels)
+                    .set(consumer.restarts.min(i64::MAX as u64) as i64);
+            }
+        }
+        Ok(())
     }
 
     fn render(&self) -> Result<String, std::fmt::Error> {
@@ -83,6 +142,7 @@ pub fn router() -> Router<AppState> {
 #[utoipa::path(get, path = "/metrics", tag = "platform",
     responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    state.metrics.read_job_delivery(&state).await?;
     let text = state.metrics.render().map_err(ApiError::internal)?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }

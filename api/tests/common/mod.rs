@@ -248,3 +248,20 @@ macro_rules! on_both_databases {
         }
     };
 }
+
+/// Runs each named `async fn(Stack)` case as a test on SQLite (`sqlite::case`), PostgreSQL
+/// (`postgres::case`) and PostgreSQL + Redis + S3 (`postgres_redis::case`).
+#[macro_export]
+macro_rules! on_every_stack {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $case() { super::$case(super::Stack::Embedded).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $case() { super::$case(super::Stack::Postgres).await })*
+        }
+        mod postgres_redis {
+            $(#[tokio::test] async fn $case() { super::$case(super::Stack::ScaleOut).await })*
+        }
+    };
+}

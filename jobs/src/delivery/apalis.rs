@@ -5,18 +5,24 @@
 //! (apalis retries without backoff and can leave tasks `Running`: INFRA.md, defects 3 and 4).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use apalis::prelude::*;
 use apalis_core::backend::Vacuum;
+use apalis_core::error::WorkerError;
+use apalis_core::worker::context::WorkerContext;
 use apalis_postgres::{PostgresStorage, Pubsub};
 use apalis_redis::{ConnectionManager, RedisStorage};
 use apalis_sqlite::SqliteStorage;
 use async_trait::async_trait;
+use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, SqlitePool};
+use tokio_util::sync::CancellationToken;
 
+use super::consumers::{ConsumerProbe, Consumers, StartConsumer, Watched, supervise};
 use super::{Delivery, DeliveryTask};
 use crate::runner::Runner;
 
@@ -32,6 +38,9 @@ pub struct JobRef {
 struct LaneRunner {
     runner: Runner,
     kind: String,
+    probe: Arc<ConsumerProbe>,
+    /// Cancelled at the drain deadline: attempts still running stop where they are.
+    abandon: CancellationToken,
 }
 
 /// How often an idle worker looks for new tasks pushed by another process (defect 5).
@@ -166,6 +175,21 @@ fn task(delivery: &DeliveryTask) -> Task<JobRef> {
         .build()
 }
 
+/// A consumer's future: an apalis worker named `$name` over `$backend` (watched by `$probe`)
+/// running deliveries with `$runner`, until `$stop`. A macro because each backend's worker is
+/// a type of its own, whose bounds a generic function would have to restate.
+macro_rules! run_consumer {
+    ($backend:expr, $name:expr, $probe:expr, $runner:expr, $concurrency:expr, $stop:expr) => {{
+        let context = WorkerContext::new(&$name);
+        let worker = WorkerBuilder::new(context.clone())
+            .backend(Watched::new($backend, $probe.clone()))
+            .data($runner.clone())
+            .concurrency($concurrency)
+            .build(handle);
+        run_until_stopped(context, worker.run(), $stop).boxed()
+    }};
+}
+
 impl QueueBackend {
     /// Creates apalis' tables next to Engram's: its migrations are tracked in a table of
     /// their own so neither migrator sees the other's history.
@@ -248,78 +272,119 @@ impl QueueBackend {
         Ok(removed)
     }
 
-    /// Runs a worker per kind under one apalis monitor until `shutdown` resolves, then waits
-    /// up to `drain` for running attempts.
+    /// Runs a supervised consumer per lane (see `consumers`) until `shutdown` resolves, then
+    /// waits up to `drain` for the attempts they run; attempts still running after that are
+    /// abandoned (the caller re-queues their jobs).
     pub async fn run_workers(
         &self,
         runner: Runner,
+        consumers: &Consumers,
         worker_name: &str,
         concurrency: usize,
         drain: Duration,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let mut monitor = Monitor::new();
-        let lanes: Vec<(String, &str)> = runner
-            .parts
-            .kinds
-            .names()
-            .flat_map(|kind| self.lanes(kind).into_iter().map(move |lane| (lane, kind)))
-            .collect();
-        for (lane, kind) in lanes {
-            let runner = LaneRunner { runner: runner.clone(), kind: kind.to_string() };
-            let (name, queue_name) = (format!("{worker_name}:{lane}"), self.queue_name(&lane));
-            monitor = match self.clone() {
-                QueueBackend::Sqlite(pool) => monitor.register(move |_| {
-                    let backend = SqliteStorage::<JobRef>::new(&pool)
-                        .with_config(sqlite_config(queue_name.clone()))
-                        .poll_with_interval(POLL_INTERVAL);
-                    WorkerBuilder::new(name.clone())
-                        .backend(backend)
-                        .data(runner.clone())
-                        .concurrency(concurrency)
-                        .build(handle)
-                }),
-                QueueBackend::Postgres(pool) => monitor.register(move |_| {
-                    // NOTIFY wakes workers for tasks due now; the interval catches delayed ones.
-                    let strategy = Strategy::new()
-                        .stream(Pubsub::new(pool.clone(), queue_name.clone()))
-                        .interval(POSTGRES_POLL_INTERVAL);
-                    let backend = PostgresStorage::<JobRef>::new(&pool)
-                        .with_config(postgres_config(queue_name.clone()))
-                        .poll_with_strategy(strategy);
-                    WorkerBuilder::new(name.clone())
-                        .backend(backend)
-                        .data(runner.clone())
-                        .concurrency(concurrency)
-                        .build(handle)
-                }),
-                QueueBackend::Redis(connection, _) => monitor.register(move |_| {
-                    let backend = RedisStorage::<JobRef>::new(connection.clone())
-                        .with_config(redis_config(queue_name.clone()))
-                        .poll_with_interval(POLL_INTERVAL);
-                    WorkerBuilder::new(name.clone())
-                        .backend(backend)
-                        .data(runner.clone())
-                        .concurrency(concurrency)
-                        .build(handle)
-                }),
-            };
+        let (stop, abandon) = (CancellationToken::new(), CancellationToken::new());
+        let mut lanes = tokio::task::JoinSet::new();
+        let kinds: Vec<String> = runner.parts.kinds.names().map(str::to_string).collect();
+        for kind in kinds {
+            for lane in self.lanes(&kind) {
+                let probe = consumers.probe(&kind, &lane);
+                let lane_runner = LaneRunner {
+                    runner: runner.clone(),
+                    kind: kind.clone(),
+                    probe: probe.clone(),
+                    abandon: abandon.clone(),
+                };
+                let start = self.consumer(&lane, lane_runner, concurrency);
+                lanes.spawn(supervise(probe, worker_name.to_string(), concurrency, start, stop.clone()));
+            }
         }
-        monitor
-            .shutdown_timeout(drain)
-            .run_with_signal(async move {
-                shutdown.await;
-                Ok(())
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("the job workers stopped: {e}"))
+        shutdown.await;
+        stop.cancel();
+        let drained = tokio::time::timeout(drain, async { while lanes.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(
+                drain_secs = drain.as_secs(),
+                "attempts still running at the drain deadline are abandoned"
+            );
+            abandon.cancel();
+            lanes.abort_all();
+            while lanes.join_next().await.is_some() {}
+        }
+        Ok(())
+    }
+
+    /// How to start a consumer of `lane`: an apalis worker on this backend whose backend
+    /// reports to the lane's probe.
+    fn consumer(&self, lane: &str, runner: LaneRunner, concurrency: usize) -> StartConsumer {
+        let queue_name = self.queue_name(lane);
+        let probe = runner.probe.clone();
+        match self.clone() {
+            QueueBackend::Sqlite(pool) => Box::new(move |name, stop| {
+                let backend = SqliteStorage::<JobRef>::new(&pool)
+                    .with_config(sqlite_config(queue_name.clone()))
+                    .poll_with_interval(POLL_INTERVAL);
+                run_consumer!(backend, name, probe, runner, concurrency, stop)
+            }),
+            QueueBackend::Postgres(pool) => Box::new(move |name, stop| {
+                // NOTIFY wakes workers for tasks due now; the interval catches delayed ones.
+                let strategy = Strategy::new()
+                    .stream(Pubsub::new(pool.clone(), queue_name.clone()))
+                    .interval(POSTGRES_POLL_INTERVAL);
+                let backend = PostgresStorage::<JobRef>::new(&pool)
+                    .with_config(postgres_config(queue_name.clone()))
+                    .poll_with_strategy(strategy);
+                run_consumer!(backend, name, probe, runner, concurrency, stop)
+            }),
+            QueueBackend::Redis(connection, _) => Box::new(move |name, stop| {
+                let backend = RedisStorage::<JobRef>::new(connection.clone())
+                    .with_config(redis_config(queue_name.clone()))
+                    .poll_with_interval(POLL_INTERVAL);
+                run_consumer!(backend, name, probe, runner, concurrency, stop)
+            }),
+        }
     }
 }
 
-/// Every delivered task is acked: outcomes and retries are Engram's (see `Runner`).
+/// Runs a consumer until it ends, or until `stop`: then it takes no more tasks and returns
+/// once those it holds are done.
+async fn run_until_stopped(
+    context: WorkerContext,
+    run: impl std::future::Future<Output = Result<(), WorkerError>>,
+    stop: CancellationToken,
+) -> Result<(), WorkerError> {
+    tokio::pin!(run);
+    tokio::select! {
+        ended = &mut run => return ended,
+        _ = stop.cancelled() => {}
+    }
+    if context.stop().is_err() {
+        return Ok(()); // It had not started: it holds nothing.
+    }
+    run.await
+}
+
+/// Every delivered task is acked: outcomes and retries are Engram's (see `Runner`). The
+/// attempt runs as a task of its own, so a consumer dropped as stuck does not cut it short;
+/// past the drain deadline it is abandoned (and its job re-queued by the caller).
 async fn handle(job: JobRef, lane: Data<LaneRunner>) -> Result<(), BoxDynError> {
-    if let Err(e) = lane.runner.execute(&lane.kind).await {
-        tracing::error!(kind = %lane.kind, pushed_for = %job.job_id, error = %format!("{e:#}"), "running a job failed");
+    let _running = lane.probe.running();
+    let (runner, kind, abandon) = (lane.runner.clone(), lane.kind.clone(), lane.abandon.clone());
+    let attempt = tokio::spawn(async move {
+        tokio::select! {
+            executed = runner.execute(&kind) => Some(executed),
+            _ = abandon.cancelled() => None,
+        }
+    });
+    match attempt.await {
+        Ok(Some(Err(e))) => {
+            tracing::error!(kind = %lane.kind, pushed_for = %job.job_id, error = %format!("{e:#}"), "running a job failed");
+        }
+        Err(e) => {
+            tracing::error!(kind = %lane.kind, pushed_for = %job.job_id, error = %e, "running a job panicked")
+        }
+        Ok(_) => {}
     }
     Ok(())
 }

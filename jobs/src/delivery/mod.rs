@@ -31,5 +31,7 @@ pub trait Delivery: Send + Sync {
 }
 
 mod apalis;
+pub mod consumers;
 
 pub use self::apalis::{JobRef, QueueBackend};
+pub use self::consumers::Consumers;

@@ -62,7 +62,7 @@ pub use memory_repos::{
 };
 pub use millis::{from_millis, to_millis};
 pub use schedules::{PostgresSchedules, Schedule, ScheduleStore, SqliteSchedules};
-pub use workers::{PostgresWorkers, SqliteWorkers, WorkerRecord, WorkerStore};
+pub use workers::{ConsumerLiveness, PostgresWorkers, SqliteWorkers, WorkerRecord, WorkerStore};
 
 use crate::config::DatabaseConfig;
 

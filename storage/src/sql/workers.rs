@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
 use sqlx::{FromRow, PgPool, SqlitePool};
 
@@ -21,6 +21,26 @@ pub struct WorkerRecord {
     pub stopping: bool,
     /// Jobs running under this worker right now.
     pub running_jobs: Vec<String>,
+    /// What the worker last reported of each kind's consumer (at its last heartbeat).
+    pub consumers: Vec<ConsumerLiveness>,
+}
+
+/// How one kind's consumer in a worker process is doing: whether it runs, when it last asked
+/// the queue for work, and how often it was restarted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsumerLiveness {
+    pub kind: String,
+    /// `false` while the consumer is being restarted (or gave up for good).
+    pub alive: bool,
+    /// The last time it asked the queue for a task (on Redis, the older of the kind's two
+    /// lanes).
+    pub last_fetch_at: Option<DateTime<Utc>>,
+    /// Deliveries it is running now.
+    pub in_flight: u32,
+    /// Times it was restarted since the process started.
+    pub restarts: u64,
+    /// Why it was last restarted.
+    pub last_error: Option<String>,
 }
 
 #[async_trait]
@@ -28,8 +48,9 @@ pub trait WorkerStore: Send + Sync {
     /// Records a worker (again) as alive now.
     async fn register(&self, worker: &WorkerRecord) -> StoreResult<()>;
 
-    /// `false` when the worker's row is gone (it was declared dead): it must re-register.
-    async fn heartbeat(&self, id: &str, stopping: bool) -> StoreResult<bool>;
+    /// Records the worker as alive now, with its consumers' state; `false` when the worker's
+    /// row is gone (it was declared dead): it must re-register.
+    async fn heartbeat(&self, id: &str, stopping: bool, consumers: &[ConsumerLiveness]) -> StoreResult<bool>;
 
     async fn list(&self) -> StoreResult<Vec<WorkerRecord>>;
 
@@ -49,12 +70,13 @@ struct WorkerRow {
     started_at: i64,
     last_seen: i64,
     stopping: bool,
+    consumers: Json<Vec<ConsumerLiveness>>,
 }
 
-const REGISTER: &str = "INSERT INTO workers (id, host, pid, kinds, concurrency, started_at, last_seen, stopping) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, \
-     stopping = excluded.stopping";
-const HEARTBEAT: &str = "UPDATE workers SET last_seen = $2, stopping = $3 WHERE id = $1";
+const REGISTER: &str = "INSERT INTO workers (id, host, pid, kinds, concurrency, started_at, last_seen, stopping, \
+     consumers) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO UPDATE SET \
+     last_seen = excluded.last_seen, stopping = excluded.stopping, consumers = excluded.consumers";
+const HEARTBEAT: &str = "UPDATE workers SET last_seen = $2, stopping = $3, consumers = $4 WHERE id = $1";
 const LIST: &str = "SELECT * FROM workers ORDER BY started_at, id";
 const RUNNING: &str =
     "SELECT worker_id, id FROM jobs WHERE status = 'running' AND worker_id IS NOT NULL ORDER BY id";
@@ -73,6 +95,7 @@ fn records(rows: Vec<WorkerRow>, running: Vec<(String, String)>) -> Vec<WorkerRe
             started_at: from_millis(row.started_at),
             last_seen: from_millis(row.last_seen),
             stopping: row.stopping,
+            consumers: row.consumers.0,
         })
         .collect()
 }
@@ -93,16 +116,23 @@ macro_rules! sql_worker_store {
                     .bind(to_millis(worker.started_at))
                     .bind(to_millis(Utc::now()))
                     .bind(worker.stopping)
+                    .bind(Json(&worker.consumers))
                     .execute(&self.pool)
                     .await?;
                 Ok(())
             }
 
-            async fn heartbeat(&self, id: &str, stopping: bool) -> StoreResult<bool> {
+            async fn heartbeat(
+                &self,
+                id: &str,
+                stopping: bool,
+                consumers: &[ConsumerLiveness],
+            ) -> StoreResult<bool> {
                 let result = sqlx::query(HEARTBEAT)
                     .bind(id)
                     .bind(to_millis(Utc::now()))
                     .bind(stopping)
+                    .bind(Json(consumers))
                     .execute(&self.pool)
                     .await?;
                 Ok(result.rows_affected() == 1)

@@ -130,6 +130,8 @@ pub struct KindStats {
     pub dead: i64,
     pub succeeded_last_minute: i64,
     pub succeeded_last_hour: i64,
+    /// How long the longest-waiting due job (not parked) has waited for a worker, in seconds.
+    pub oldest_due_age_secs: Option<f64>,
 }
 
 /// How an attempt ended, as the worker reports it.
@@ -218,9 +220,14 @@ pub trait JobStore: Send + Sync {
     /// Puts jobs running under `worker_id` back in the queue; returns them.
     async fn requeue_worker_jobs(&self, worker_id: &str) -> StoreResult<Vec<Job>>;
 
-    /// Queued or failed jobs due before `due_before`, oldest first, not parked (for
-    /// re-delivery sweeps).
-    async fn due_jobs(&self, due_before: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Job>>;
+    /// Waiting jobs (not parked) due before `due_before` and not re-delivered since they fell
+    /// due, oldest first, marked as re-delivered now: however many sweeps call this at once,
+    /// each due time of a job is returned once (the watchdog's re-push).
+    async fn take_for_redelivery(&self, due_before: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Job>>;
+
+    /// Per kind with a due job waiting for a delivery (not parked), when the longest-waiting
+    /// one fell due.
+    async fn oldest_due(&self, now: DateTime<Utc>) -> StoreResult<Vec<(String, DateTime<Utc>)>>;
 
     async fn append_logs(&self, id: &str, lines: &[LogLine]) -> StoreResult<()>;
 

@@ -74,10 +74,20 @@ pub(super) const RETRY: &str = "UPDATE jobs SET status = 'queued', run_at = $2, 
      max_attempts = CASE WHEN max_attempts > attempt THEN max_attempts ELSE attempt + 1 END \
      WHERE id = $1 AND status IN ('failed', 'dead', 'cancelled') RETURNING *";
 pub(super) const REQUEUE_WORKER: &str = "UPDATE jobs SET status = 'queued', worker_id = NULL, updated_at = $2, \
-     last_error = 'its worker stopped before the attempt finished' \
+     redelivered_at = NULL, last_error = 'its worker stopped before the attempt finished' \
      WHERE worker_id = $1 AND status = 'running' RETURNING *";
-pub(super) const DUE: &str = "SELECT * FROM jobs WHERE status IN ('queued', 'failed') AND run_at <= $1 \
-     AND NOT cancel_requested AND NOT parked ORDER BY run_at LIMIT $2";
+/// Marks waiting jobs due before `$1` that were not re-delivered since they fell due, oldest
+/// first. The outer conditions repeat the inner ones: a sweep that waited on another's row
+/// locks re-checks them on the row it then sees (PostgreSQL), so each due time is taken once.
+pub(super) const TAKE_FOR_REDELIVERY: &str = "UPDATE jobs SET redelivered_at = $2 WHERE id IN (\
+     SELECT id FROM jobs WHERE status IN ('queued', 'failed') AND run_at <= $1 AND NOT cancel_requested \
+     AND NOT parked AND (redelivered_at IS NULL OR redelivered_at < run_at) ORDER BY run_at LIMIT $3) \
+     AND status IN ('queued', 'failed') AND NOT parked AND (redelivered_at IS NULL OR redelivered_at < run_at) \
+     RETURNING *";
+/// Per kind, when its longest-waiting due job fell due (parked jobs wait for their owner, not
+/// for a delivery).
+pub(super) const OLDEST_DUE: &str = "SELECT kind, MIN(run_at) FROM jobs WHERE status IN ('queued', 'failed') \
+     AND run_at <= $1 AND NOT cancel_requested AND NOT parked GROUP BY kind";
 pub(super) const INSERT_LOG: &str = "INSERT INTO job_logs (job_id, seq, at, level, line) VALUES ($1, $2, $3, $4, $5) \
      ON CONFLICT (job_id, seq) DO NOTHING";
 pub(super) const LOGS: &str = "SELECT seq, at, level, line FROM job_logs WHERE job_id = $1 AND seq > $2 \

@@ -12,8 +12,9 @@ use sqlx::types::Json;
 use sqlx::{FromRow, PgPool, SqlitePool};
 
 use super::statements::{
-    BY_IDEMPOTENCY_KEY, CANCEL, DUE, FAIL_DEAD, FAIL_RETRY, FINISH_CANCELLED, GET, INSERT_LOG, KIND_STATS,
-    LAST_LOG_SEQ, LIST, LOGS, POSTGRES_BATCH_SQL, PROGRESS, REQUEUE_WORKER, RETRY, SQLITE_BATCH_SQL,
+    BY_IDEMPOTENCY_KEY, CANCEL, FAIL_DEAD, FAIL_RETRY, FINISH_CANCELLED, GET, INSERT_LOG, KIND_STATS,
+    LAST_LOG_SEQ, LIST, LOGS, OLDEST_DUE, POSTGRES_BATCH_SQL, PROGRESS, REQUEUE_WORKER, RETRY,
+    SQLITE_BATCH_SQL, TAKE_FOR_REDELIVERY,
 };
 use super::turns::{
     ANY_DUE, CAPPED_LOOKAHEAD, IN_TURN, IN_TURN_CAPPED, POSTGRES_TURN_SQL, SQLITE_TURN_SQL, WAITING_COUNT,
@@ -417,13 +418,26 @@ macro_rules! sql_job_store {
                 jobs(rows)
             }
 
-            async fn due_jobs(&self, due_before: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Job>> {
-                let rows: Vec<JobRow> = sqlx::query_as(DUE)
+            async fn take_for_redelivery(
+                &self,
+                due_before: DateTime<Utc>,
+                limit: u32,
+            ) -> StoreResult<Vec<Job>> {
+                let rows: Vec<JobRow> = sqlx::query_as(TAKE_FOR_REDELIVERY)
                     .bind(to_millis(due_before))
+                    .bind(now_millis())
                     .bind(i64::from(limit.min(MAX_PAGE)))
                     .fetch_all(&self.pool)
                     .await?;
-                jobs(rows)
+                let mut taken = jobs(rows)?;
+                taken.sort_by_key(|job| job.run_at);
+                Ok(taken)
+            }
+
+            async fn oldest_due(&self, now: DateTime<Utc>) -> StoreResult<Vec<(String, DateTime<Utc>)>> {
+                let rows: Vec<(String, i64)> =
+                    sqlx::query_as(OLDEST_DUE).bind(to_millis(now)).fetch_all(&self.pool).await?;
+                Ok(rows.into_iter().map(|(kind, due)| (kind, from_millis(due))).collect())
             }
 
             async fn append_logs(&self, id: &str, lines: &[LogLine]) -> StoreResult<()> {
@@ -461,7 +475,19 @@ macro_rules! sql_job_store {
                 let hour_ago = to_millis(now - chrono::Duration::hours(1));
                 let rows: Vec<(String, String, i64, i64)> =
                     sqlx::query_as(KIND_STATS).bind(minute_ago).bind(hour_ago).fetch_all(&self.pool).await?;
-                Ok(merge_stats(rows))
+                let mut stats = merge_stats(rows);
+                for (kind, due) in self.oldest_due(now).await? {
+                    let age = ((now - due).num_milliseconds().max(0) as f64) / 1000.0;
+                    match stats.iter_mut().find(|s| s.kind == kind) {
+                        Some(stat) => stat.oldest_due_age_secs = Some(age),
+                        None => stats.push(KindStats {
+                            kind,
+                            oldest_due_age_secs: Some(age),
+                            ..Default::default()
+                        }),
+                    }
+                }
+                Ok(stats)
             }
         }
     };

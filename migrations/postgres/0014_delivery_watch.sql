@@ -1,0 +1,5 @@
+-- Delivery watch. `redelivered_at` records when the watchdog pushed a long-due job to the queue
+-- again, so each due time is re-pushed once however many workers sweep. A worker's `consumers`
+-- is what it last reported of each kind's consumer (alive, last fetch, restarts).
+ALTER TABLE jobs ADD COLUMN redelivered_at BIGINT;
+ALTER TABLE workers ADD COLUMN consumers JSONB NOT NULL DEFAULT '[]'::jsonb;
