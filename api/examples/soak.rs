@@ -416,6 +416,18 @@ async fn soak(stack: &Stack, load_for: Duration) -> bool {
     for job in stranded.iter().take(20) {
         println!("    STRANDED {} {} {} attempt {}", job["id"], job["kind"], job["status"], job["attempt"]);
     }
+    if restarts > 0 {
+        let log = std::fs::read_to_string(&deployment.log).unwrap_or_default();
+        let mut why: BTreeMap<String, usize> = BTreeMap::new();
+        for line in log.lines().filter(|l| l.contains("the job consumer stopped")) {
+            let reason = line.split("the job consumer stopped: ").nth(1).unwrap_or(line);
+            let reason = reason.split("; starting a new one").next().unwrap_or(reason);
+            *why.entry(reason.chars().take(160).collect()).or_default() += 1;
+        }
+        for (reason, count) in why {
+            println!("    restarted {count}× : {reason}");
+        }
+    }
     if !stranded.is_empty() {
         println!("    {} jobs stranded; the processes' log: {}", stranded.len(), deployment.log.display());
         let log = std::fs::read_to_string(&deployment.log).unwrap_or_default();
