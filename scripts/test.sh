@@ -3,7 +3,7 @@
 # Redis, S3, the embedding model, Chromium), checks formatting and lints, runs the whole
 # workspace's tests with every service required, then schemathesis over the API document
 # (scripts/schemathesis.sh) and a short soak of job delivery on every stack (scripts/soak.sh,
-# 30 s of load each), then stops the services it started.
+# 20 s of load each), then stops the services it started.
 #   ENGRAM_KEEP_SERVICES=1 scripts/test.sh   leave the services running afterwards
 #   scripts/test.sh -- <cargo test args>     pass a filter, e.g. -- blob_suite (skips schemathesis and the soak)
 set -euo pipefail
@@ -30,6 +30,6 @@ cargo test --workspace --locked "$@"
 if [[ $# -eq 0 ]]; then
   echo "== schemathesis over /openapi.json" >&2
   scripts/schemathesis.sh
-  echo "== soak of job delivery, 30 s per stack" >&2
-  scripts/soak.sh 30
+  echo "== soak of job delivery, 20 s per stack" >&2
+  scripts/soak.sh 20
 fi
