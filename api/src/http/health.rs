@@ -64,12 +64,14 @@ pub struct StalledKind {
 
 /// Per kind with a due job waiting for a delivery: how long the oldest has waited, and
 /// whether a live worker (heard from within `ENGRAM_WORKER_STALE_SECS`, not stopping) claims
-/// the kind.
-pub(crate) async fn delivery_waits(state: &AppState) -> storage::StoreResult<Vec<(String, Duration, bool)>> {
+/// the kind; with the workers it read.
+pub(crate) type DeliveryWaits = (Vec<(String, Duration, bool)>, Vec<storage::sql::WorkerRecord>);
+
+pub(crate) async fn delivery_waits(state: &AppState) -> storage::StoreResult<DeliveryWaits> {
     let now = Utc::now();
     let (due, workers) = tokio::try_join!(state.engine.jobs.oldest_due(now), state.workers.list())?;
     let live_since = now - chrono::Duration::seconds(state.config.worker.stale_after_secs as i64);
-    Ok(due
+    let waits = due
         .into_iter()
         .map(|(kind, due_at)| {
             let waited = (now - due_at).to_std().unwrap_or_default();
@@ -77,7 +79,8 @@ pub(crate) async fn delivery_waits(state: &AppState) -> storage::StoreResult<Vec
                 workers.iter().any(|w| !w.stopping && w.last_seen >= live_since && w.kinds.contains(&kind));
             (kind, waited, claimed)
         })
-        .collect())
+        .collect();
+    Ok((waits, workers))
 }
 
 /// The kinds whose jobs wait past the stall bound for a worker that claims them.
@@ -85,6 +88,7 @@ async fn stalled_kinds(state: &AppState) -> storage::StoreResult<Vec<StalledKind
     let bound = state.config.jobs.stall_after();
     Ok(delivery_waits(state)
         .await?
+        .0
         .into_iter()
         .filter(|(_, waited, claimed)| *claimed && *waited > bound)
         .map(|(kind, waited, _)| StalledKind {

@@ -99,7 +99,7 @@ impl HttpMetrics {
 
     /// Refreshes the job delivery figures from the stores.
     async fn read_job_delivery(&self, state: &AppState) -> storage::StoreResult<()> {
-        let (waits, workers) = tokio::try_join!(super::health::delivery_waits(state), state.workers.list())?;
+        let (waits, workers) = super::health::delivery_waits(state).await?;
         self.oldest_due_age.clear();
         for kind in state.engine.kinds.names() {
             self.oldest_due_age.get_or_create(&KindLabels { kind: kind.to_string() }).set(0.0);

@@ -43,8 +43,6 @@ pub struct ConsumerProbe {
     pub kind: String,
     pub lane: String,
     alive: AtomicBool,
-    /// When the current consumer started (ms since the epoch).
-    started_at: AtomicI64,
     /// When the consumer last polled its backend at all (readiness, heartbeats, acks).
     last_driven: AtomicI64,
     /// When the consumer last asked its backend for a task; 0 = never.
@@ -60,7 +58,6 @@ impl ConsumerProbe {
             kind: kind.to_string(),
             lane: lane.to_string(),
             alive: AtomicBool::new(false),
-            started_at: AtomicI64::new(0),
             last_driven: AtomicI64::new(0),
             last_fetch: AtomicI64::new(0),
             in_flight: AtomicU32::new(0),
@@ -71,7 +68,6 @@ impl ConsumerProbe {
 
     fn started(&self) {
         let now = now_millis();
-        self.started_at.store(now, Ordering::Relaxed);
         self.last_driven.store(now, Ordering::Relaxed);
         self.last_fetch.store(now, Ordering::Relaxed);
         self.alive.store(true, Ordering::Relaxed);

@@ -30,7 +30,7 @@ pub struct WorkerRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConsumerLiveness {
     pub kind: String,
-    /// `false` while the consumer is being restarted (or gave up for good).
+    /// `false` while the consumer is being restarted.
     pub alive: bool,
     /// The last time it asked the queue for a task (on Redis, the older of the kind's two
     /// lanes).
