@@ -6,7 +6,6 @@ pub mod error;
 pub mod http;
 pub mod startup;
 pub mod state;
-pub mod sync_client;
 
 pub use startup::Application;
 

@@ -25,7 +25,7 @@ impl Application {
         let backends = Backends::connect(&config).await?;
         let jwt_secret = storage::jwt_secret(&config)?;
         let queue = jobs::QueueBackend::connect(&config, &backends.database).await?;
-        let services = jobs::Services::new(&config, &backends, jwt_secret.expose())?;
+        let services = services::Services::new(&config, &backends, jwt_secret.expose())?;
         let job_system = jobs::JobSystem::connect(&backends, &queue, &services, &config.jobs).await?;
         if config.system_schedules {
             jobs::kinds::ensure_upkeep_schedules(&job_system.engine)

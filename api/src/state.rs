@@ -1,19 +1,21 @@
 //! The state every handler can reach: cheap to clone, built once at start-up.
 
 use std::sync::Arc;
+
+use axum::extract::FromRef;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use jobs::engine::JobEngine;
-use jobs::gitmem::GitMemory;
 use jobs::{JobSystem, QueueBackend};
+use services::git_memory::GitMemory;
 use storage::sql::WorkerStore;
 use storage::{Backends, Config};
 
 use crate::auth::Auth;
 use crate::auth::github::GitHub;
-use crate::auth::throttle::Throttle;
+use crate::auth::throttle::{Throttle, TrustedProxies};
 use crate::auth::tokens::{AccessTokens, secret_hash};
-use crate::http::metrics::HttpMetrics;
+use crate::http::metrics::registry::HttpMetrics;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -27,10 +29,11 @@ pub struct AppState {
     pub auth: Auth,
     pub throttle: Throttle,
     pub github: GitHub,
+    pub trusted_proxies: TrustedProxies,
     /// Git memory (DiffMem): repos, indexes and their writer leases.
-    pub memory: Arc<GitMemory>,
+    pub git_memory: Arc<GitMemory>,
     /// Blob sync (the memory proxy).
-    pub blob_sync: Arc<storage::blob_sync::BlobSync>,
+    pub blob_sync: Arc<services::blob_sync::BlobSync>,
     draining: Arc<AtomicBool>,
 }
 
@@ -42,6 +45,7 @@ impl AppState {
         jobs: JobSystem,
         jwt_secret: &[u8],
     ) -> Self {
+        let config = Arc::new(config);
         let auth = Auth {
             identity: backends.database.identity_store(),
             access: AccessTokens::new(jwt_secret, config.auth.access_token_lifetime),
@@ -49,6 +53,7 @@ impl AppState {
             static_key_hash: config.api_key.as_ref().map(|key| secret_hash(key.expose())),
             registration: config.auth.registration,
             invites: backends.database.invite_store(),
+            config: config.clone(),
         };
         let github = GitHub::new(config.github_api_url.expose());
         let throttle = Throttle::new(backends.counters.clone(), config.auth.clone());
@@ -56,11 +61,12 @@ impl AppState {
             auth,
             throttle,
             github,
-            config: Arc::new(config),
+            trusted_proxies: TrustedProxies(Arc::new(config.auth.trusted_proxies.clone())),
+            config,
             backends,
             queue,
             engine: jobs.engine.clone(),
-            memory: jobs.services.git_memory.clone(),
+            git_memory: jobs.services.git_memory.clone(),
             blob_sync: jobs.services.blob_sync.clone(),
             workers: jobs.workers.clone(),
             jobs,
@@ -76,5 +82,18 @@ impl AppState {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+}
+
+// What extractors take from the state: only their part, so they need not know `AppState`.
+impl FromRef<AppState> for Auth {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
+    }
+}
+
+impl FromRef<AppState> for TrustedProxies {
+    fn from_ref(state: &AppState) -> Self {
+        state.trusted_proxies.clone()
     }
 }

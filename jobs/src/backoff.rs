@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::kinds::Policy;
+use crate::kind::Policy;
 
 /// The delay before attempt `attempt + 1`, after `attempt` (≥ 1) attempts failed.
 pub fn retry_delay(policy: &Policy, attempt: i32) -> Duration {

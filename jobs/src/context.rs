@@ -12,8 +12,8 @@ use storage::sql::{JobStore, LogLine};
 use tokio_util::sync::CancellationToken;
 
 use crate::child::{ChildCommand, ProcessGroup, read_lines};
+use crate::error::JobError;
 use crate::events::JobEvent;
-use crate::kinds::JobError;
 use crate::logs::LogWriter;
 
 pub struct JobContext {

@@ -3,6 +3,7 @@
 //! `runner` and `worker`).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -12,7 +13,8 @@ use storage::sql::{Job, JobStore, NewJob, Schedule, ScheduleStore};
 use crate::cron::{CronError, CronSpec};
 use crate::delivery::{Delivery, DeliveryTask};
 use crate::events::{CANCEL_TOPIC, CancelRequest};
-use crate::kinds::{Access, ErasedKind, PayloadError, Registry, SYSTEM_OWNER};
+use crate::kind::{Access, ErasedKind, Kind, PayloadError, Registry};
+use crate::kinds::SYSTEM_OWNER;
 
 /// On whose authority a job is submitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +50,38 @@ pub struct Submit {
     pub idempotency_key: Option<String>,
     pub parent_id: Option<String>,
     pub requester: Requester,
+}
+
+impl Submit {
+    /// A job of kind `K` for `owner` on `requester`'s authority, at the kind's defaults: how
+    /// Engram's own code submits, so a kind is named only by `K::NAME` and its payload typed.
+    pub fn of<K: Kind>(payload: &K::Payload, owner: impl Into<String>, requester: Requester) -> Self {
+        Self {
+            kind: K::NAME.to_string(),
+            // Payloads are plain structs of strings, numbers and flags: always JSON.
+            payload: serde_json::to_value(payload).expect("a job payload serialises to JSON"),
+            owner: owner.into(),
+            run_at: None,
+            priority: None,
+            idempotency_key: None,
+            parent_id: None,
+            requester,
+        }
+    }
+
+    pub fn with_priority(mut self, priority: i32) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+}
+
+/// Where a job stood when [`JobEngine::wait`] stopped waiting for it.
+#[derive(Debug, Clone)]
+pub enum Waited {
+    /// It reached a final status (succeeded, dead or cancelled).
+    Ended(Job),
+    /// Still queued or running when the bound passed.
+    Running(Job),
 }
 
 /// Why a submission was refused, naming the field.
@@ -191,6 +225,24 @@ impl JobEngine {
             }
         }
         Ok(())
+    }
+
+    /// Waits up to `bound` for job `id` to end, polling its record (10 ms at first, backing
+    /// off to 200 ms). `None` when there is no such job.
+    pub async fn wait(&self, id: &str, bound: Duration) -> Result<Option<Waited>, storage::StoreError> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let Some(job) = self.jobs.get(id).await? else { return Ok(None) };
+            if job.status.is_final() {
+                return Ok(Some(Waited::Ended(job)));
+            }
+            if started.elapsed() + pause > bound {
+                return Ok(Some(Waited::Running(job)));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
     }
 
     /// Cancels a queued job, or asks the worker running it to stop.

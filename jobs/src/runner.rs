@@ -19,8 +19,9 @@ use crate::backoff::retry_delay;
 use crate::batch::Batcher;
 use crate::context::JobContext;
 use crate::delivery::{Delivery, DeliveryTask};
+use crate::error::JobError;
 use crate::events::JobEvent;
-use crate::kinds::{JobError, Registry};
+use crate::kind::Registry;
 use crate::logs::LogWriter;
 
 /// Jobs running in this process, by id, with the token that cancels each.

@@ -16,13 +16,14 @@ use tokio_util::sync::CancellationToken;
 use crate::delivery::{Consumers, Delivery, DeliveryTask, QueueBackend};
 use crate::engine::{JobEngine, OwnerCaps};
 use crate::events::{CANCEL_TOPIC, CancelRequest};
+use crate::kind::Registry;
 use crate::kinds::{
     BlobRepair, CommitSession, ImportMemories, IndexMemoryVectors, IngestConversation, Noop, ProcessSession,
-    RebuildIndex, Registry, RepoSync, TombstoneGc,
+    RebuildIndex, RepoSync, TombstoneGc,
 };
 use crate::logs::LogWriter;
 use crate::runner::{Runner, RunnerParts, RunningJobs};
-use crate::services::Services;
+use services::Services;
 
 /// Every kind this process runs; the test kinds only when `test_kinds`
 /// (`ENGRAM_ENABLE_TEST_KINDS`).

@@ -2,12 +2,12 @@
 //! stores, and the event bus. Nothing here knows HTTP.
 
 pub mod blob;
-pub mod blob_sync;
+pub mod blocking;
 pub mod config;
 pub mod counters;
 pub mod error;
 pub mod events;
-pub mod gitmem;
+pub mod git_memory;
 pub mod ids;
 pub mod sql;
 #[cfg(feature = "testing")]

@@ -88,3 +88,53 @@ pub fn config_in(data_dir: &std::path::Path, extra: &[(String, String)]) -> Conf
     pairs.extend_from_slice(extra);
     Config::from_raw(&RawConfig::layered(pairs, [], [])).expect("a valid test config")
 }
+
+/// Instantiates a conformance suite on every backend: for each `backend => open`, a module
+/// `backend` of `#[tokio::test]`s, one per case. Each test opens a fresh store with
+/// `open().await` (an `async fn() -> Option<S>` beside the call: `None` skips the backend
+/// when its service is absent and not required) and passes it to `case(store)`, an
+/// `async fn` beside the call too.
+///
+/// ```ignore
+/// storage::store_suite!(sqlite => open_sqlite, postgres => open_postgres; [puts_and_gets, lists_by_prefix]);
+/// ```
+#[macro_export]
+macro_rules! store_suite {
+    ($($backend:ident => $open:ident),+ $(,)? ; $cases:tt) => {
+        $( $crate::store_suite!(@backend $backend, $open, $cases); )+
+    };
+    (@backend $backend:ident, $open:ident, [$($case:ident),+ $(,)?]) => {
+        mod $backend {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let Some(store) = super::$open().await else { return };
+                    super::$case(store).await;
+                }
+            )+
+        }
+    };
+}
+
+/// Runs one raw statement on a SQLite file (`sqlite`) or a PostgreSQL URL (`postgres`): for
+/// tests that change a queue's tables behind Engram's back.
+pub async fn execute_raw_sql(target: RawSqlTarget<'_>, statement: &str) -> anyhow::Result<()> {
+    let statement = sqlx::AssertSqlSafe(statement.to_string());
+    match target {
+        RawSqlTarget::Sqlite(path) => {
+            let pool = crate::sql::open_sqlite(path).await?;
+            sqlx::query(statement).execute(&pool).await?;
+        }
+        RawSqlTarget::Postgres(url) => {
+            let pool = sqlx::PgPool::connect(url).await?;
+            sqlx::query(statement).execute(&pool).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Where [`execute_raw_sql`] runs its statement.
+pub enum RawSqlTarget<'a> {
+    Sqlite(&'a std::path::Path),
+    Postgres(&'a str),
+}

@@ -39,7 +39,7 @@ async fn main() {
         .await
         .unwrap_or_else(|e| exit_with(EXIT_STARTUP, &format!("{e:#}")));
     let secret = storage::jwt_secret(&config).unwrap_or_else(|e| exit_with(EXIT_STARTUP, &format!("{e:#}")));
-    let services = jobs::Services::new(&config, &backends, secret.expose())
+    let services = services::Services::new(&config, &backends, secret.expose())
         .unwrap_or_else(|e| exit_with(EXIT_STARTUP, &format!("{e:#}")));
     let system = jobs::JobSystem::connect(&backends, &queue, &services, &config.jobs)
         .await

@@ -4,15 +4,15 @@
 #![allow(dead_code)]
 
 /// The static admin key the benchmarks' deployments run with.
-pub const ADMIN_KEY: &str = "engram-bench-admin-key";
+pub(crate) const ADMIN_KEY: &str = "engram-bench-admin-key";
 
 /// A binary built beside this example (`target/release/<name>`).
-pub fn bin(name: &str) -> std::path::PathBuf {
+pub(crate) fn bin(name: &str) -> std::path::PathBuf {
     std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join(name)
 }
 
 /// A client that authenticates every request with `ADMIN_KEY`.
-pub fn admin_client() -> reqwest::Client {
+pub(crate) fn admin_client() -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {ADMIN_KEY}")).unwrap();
     headers.insert(reqwest::header::AUTHORIZATION, value);
@@ -20,7 +20,7 @@ pub fn admin_client() -> reqwest::Client {
 }
 
 /// A release `engram-api` in a data dir of its own, and a fresh account's client.
-pub struct Deployment {
+pub(crate) struct Deployment {
     pub url: String,
     /// The account's access token (also sent by `client`).
     pub token: String,
@@ -32,7 +32,7 @@ pub struct Deployment {
 /// Starts `engram-api` (on `database_url`, else the embedded default) with `env` added, waits
 /// until it answers, and registers a fresh account: its own data, even in a database that
 /// outlives the run.
-pub async fn start(database_url: Option<&str>, env: &[(&str, &str)]) -> Deployment {
+pub(crate) async fn start(database_url: Option<&str>, env: &[(&str, &str)]) -> Deployment {
     use std::time::Duration;
 
     let dir = tempfile::tempdir().unwrap();

@@ -13,17 +13,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use chrono::Utc;
+use storage::Config;
 use storage::config::Registration;
 use storage::sql::{IdentityStore, InviteStore, NewUser, Role, Rotation, User};
 
 use self::tokens::{AccessTokens, new_secret, secret_hash};
 use crate::error::{ApiError, ErrorCode};
-use crate::state::AppState;
 
 /// A session's credentials, as register, login and refresh hand them out.
 #[derive(Debug, Clone)]
@@ -83,6 +83,8 @@ pub struct Auth {
     /// Who may create an account (`ENGRAM_REGISTRATION`).
     pub registration: Registration,
     pub invites: Arc<dyn InviteStore>,
+    /// Whose SSO headers to trust (`SSO_*`).
+    pub config: Arc<Config>,
 }
 
 /// The user a static `API_KEY` acts as: an administrator with no account row.
@@ -351,25 +353,28 @@ impl Caller {
     pub async fn from_headers(
         headers: &HeaderMap,
         peer: Option<SocketAddr>,
-        state: &AppState,
+        auth: &Auth,
     ) -> Result<Self, ApiError> {
         let unauthorized = || ApiError::new(ErrorCode::Unauthorized, "Missing or invalid access token");
         if let Some(token) = bearer(headers) {
-            return state.auth.caller(token).await?.ok_or_else(unauthorized);
+            return auth.caller(token).await?.ok_or_else(unauthorized);
         }
-        match sso::sso_user(&state.config, headers, peer) {
+        match sso::sso_user(&auth.config, headers, peer) {
             Some(user) => Ok(Caller { user, via: Via::Sso }),
             None => Err(unauthorized()),
         }
     }
 }
 
-impl FromRequestParts<AppState> for Caller {
+impl<S: Send + Sync> FromRequestParts<S> for Caller
+where
+    Auth: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
-        Caller::from_headers(&parts.headers, peer, state).await
+        Caller::from_headers(&parts.headers, peer, &Auth::from_ref(state)).await
     }
 }
 

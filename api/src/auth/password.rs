@@ -23,7 +23,7 @@ static DUMMY_HASH: LazyLock<String> =
 
 /// The PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`) of `password` with a fresh salt.
 pub async fn hash(password: String) -> anyhow::Result<String> {
-    tokio::task::spawn_blocking(move || {
+    storage::blocking::spawn_blocking_in_span(move || {
         argon2().hash_password(password.as_bytes()).map(|h| h.to_string()).map_err(|e| anyhow::anyhow!("{e}"))
     })
     .await?
@@ -31,7 +31,7 @@ pub async fn hash(password: String) -> anyhow::Result<String> {
 
 /// Whether `password` matches `stored` (a PHC string); `None` for an account without one.
 pub async fn verify(password: String, stored: Option<String>) -> anyhow::Result<bool> {
-    tokio::task::spawn_blocking(move || {
+    storage::blocking::spawn_blocking_in_span(move || {
         let (stored, real) = match stored {
             Some(stored) => (stored, true),
             None => (DUMMY_HASH.clone(), false),

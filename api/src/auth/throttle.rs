@@ -7,7 +7,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use storage::config::{AuthConfig, IpRange, RATE_WINDOW};
@@ -16,7 +16,6 @@ use storage::counters::Counters;
 use super::normalize_email;
 use super::tokens::secret_hash;
 use crate::error::ApiError;
-use crate::state::AppState;
 
 #[derive(Clone)]
 pub struct Throttle {
@@ -112,12 +111,19 @@ impl ClientAddress {
     }
 }
 
-impl FromRequestParts<AppState> for ClientAddress {
+/// The proxies whose `X-Forwarded-For` names the client (`TRUSTED_PROXIES`).
+#[derive(Clone, Debug)]
+pub struct TrustedProxies(pub Arc<Vec<IpRange>>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress
+where
+    TrustedProxies: FromRef<S>,
+{
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
-        Ok(Self::of(peer, &parts.headers, &state.config.auth.trusted_proxies))
+        Ok(Self::of(peer, &parts.headers, &TrustedProxies::from_ref(state).0))
     }
 }
 

@@ -1,26 +1,20 @@
-//! The HTTP surface: every route family merged into one router, behind the layers every
-//! request passes (request id, tracing, CORS, compression, error shapes, metrics, timeout,
-//! body limit).
+//! The HTTP surface: one folder per service (`git_memory/` with DiffMem's original paths,
+//! `memories/` with its WebSocket, `blob_sync/`, `federation/`), plus `jobs/` (jobs, their log
+//! stream, schedules) and `identity/` (sessions, API keys, invites, GitHub sign-in), merged
+//! into one router behind the layers every request passes (request id, tracing, CORS,
+//! compression, error shapes, metrics, timeout, body limit).
 
-pub mod api_keys;
-pub mod auth;
-pub mod blob_headers;
-pub mod blobs;
+pub mod blob_sync;
 pub mod dashboard;
 pub mod docs;
 pub mod federation;
-pub mod github;
+pub mod git_memory;
 pub mod health;
-pub mod invites;
-pub mod job_stream;
+pub mod identity;
 pub mod jobs;
 pub mod memories;
-pub mod memory;
-pub mod memory_paths;
-pub mod memory_sync_ws;
 pub mod metrics;
 pub mod openapi;
-pub mod schedules;
 #[cfg(test)]
 mod tests;
 
@@ -42,22 +36,17 @@ use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
     let routes = Router::new()
-        .merge(auth::router())
-        .merge(api_keys::router())
-        .merge(blobs::router())
-        .merge(github::router())
+        .merge(identity::router())
+        .merge(blob_sync::router())
         .merge(dashboard::router())
         .merge(health::router())
-        .merge(invites::router())
         .merge(metrics::router())
         .merge(docs::router())
         .merge(federation::router())
         .merge(jobs::router())
+        .merge(git_memory::router())
         .merge(memories::router())
-        .merge(memory::router())
-        .merge(memory_paths::router())
-        .merge(memory_sync_ws::router())
-        .merge(schedules::router());
+        .merge(memories::ws::router());
     with_platform_layers(routes, state)
 }
 
@@ -69,7 +58,7 @@ pub(crate) fn with_platform_layers(routes: Router<AppState>, state: AppState) ->
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
         .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout))
-        .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(middleware::from_fn_with_state(state.metrics.clone(), metrics::registry::track))
         .layer(middleware::from_fn(reshape_errors_by_path))
         .layer(CompressionLayer::new());
     let router = match cors_layer(&config.cors_origins) {

@@ -26,7 +26,7 @@ async fn state(extra: &[(&str, &str)]) -> AppState {
     let config = storage::testing::config_in(&dir, &extra);
     let backends = storage::Backends::connect(&config).await.unwrap();
     let queue = jobs::QueueBackend::connect(&config, &backends.database).await.unwrap();
-    let services = jobs::Services::new(&config, &backends, "a secret of the unit tests").unwrap();
+    let services = services::Services::new(&config, &backends, "a secret of the unit tests").unwrap();
     let job_system = jobs::JobSystem::connect(&backends, &queue, &services, &config.jobs).await.unwrap();
     AppState::new(config, backends, queue, job_system, b"a secret of the unit tests")
 }

@@ -6,20 +6,38 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Access, JobError, Kind, Policy};
 use crate::context::JobContext;
-use crate::gitmem::session::parse_session_date;
-use crate::gitmem::{GitMemory, MemoryError};
+use crate::engine::{JobEngine, Requester};
+use crate::error::JobError;
+use crate::kind::{Access, Kind, Policy};
+use services::git_memory::session::{parse_session_date, sync_cron};
+use services::git_memory::{GitMemory, GitMemoryError};
 
-fn job_error(e: MemoryError) -> JobError {
+/// Makes sure `user_id`'s repo has its `repo_sync` schedule (one per repo, owned by the user).
+pub async fn ensure_sync_schedule(
+    engine: &JobEngine,
+    user_id: &str,
+    interval_minutes: u64,
+) -> anyhow::Result<()> {
+    let payload = serde_json::to_value(UserPayload { user_id: user_id.to_string() })?;
+    let existing = engine.schedules.list(Some(user_id)).await?;
+    if existing.iter().any(|s| s.kind == RepoSync::NAME && s.payload == payload) {
+        return Ok(());
+    }
+    let cron = sync_cron(interval_minutes);
+    engine.create_schedule(Requester::Engram, user_id, RepoSync::NAME, payload, &cron, "UTC", false).await?;
+    Ok(())
+}
+
+fn job_error(e: GitMemoryError) -> JobError {
     match e {
-        MemoryError::Invalid(_)
-        | MemoryError::NotSetUp(_)
-        | MemoryError::Conflict(_)
-        | MemoryError::TooLarge(_) => JobError::Permanent(e.to_string()),
+        GitMemoryError::Invalid(_)
+        | GitMemoryError::NotSetUp(_)
+        | GitMemoryError::Conflict(_)
+        | GitMemoryError::TooLarge(_) => JobError::Permanent(e.to_string()),
         other => JobError::Failed(other.to_string()),
     }
 }
@@ -28,7 +46,7 @@ fn git_policy(timeout_secs: u64) -> Policy {
     Policy { timeout: Duration::from_secs(timeout_secs), max_attempts: 3, ..Policy::default() }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessSessionPayload {
     pub user_id: String,
@@ -108,7 +126,7 @@ impl Kind for ProcessSession {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommitSessionPayload {
     pub user_id: String,
@@ -146,7 +164,7 @@ impl Kind for CommitSession {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserPayload {
     pub user_id: String,

@@ -1,34 +1,39 @@
 //! Semantic memory jobs, acting for the job's owner: `ingest_conversation` (extract facts from
 //! a conversation and add, update or skip each), `import_memories` (a large import, its
 //! checked items kept in the blob store under `imports/` until the job has stored them) and
-//! `index_memory_vectors` (moving vectors a bulk insert left outside the vector index into it).
+//! `index_memory_vectors` (moving vectors a bulk insert left outside the vector index into it);
+//! and how an import is run (`plan_import`: inline or as a job).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use storage::blob::{BlobKey, Condition};
+use services::llm::LlmClient;
+use services::memories::import::{AsyncProgress, ImportItem};
+use services::memories::ingest::{Action, IngestContext};
+use services::memories::{Memories, MemoriesError, memory_json};
+use storage::StoreError;
+use storage::blob::{BlobKey, BlobStore, Condition};
 use storage::sql::BacklogSpan;
 
-use super::{Access, JobError, Kind, Policy, SYSTEM_OWNER};
+use super::SYSTEM_OWNER;
 use crate::context::JobContext;
-use crate::llm::LlmClient;
-use crate::memories::import::{AsyncProgress, ImportItem};
-use crate::memories::ingest::{Action, IngestContext};
-use crate::memories::{Memories, MemoryError, memory_json};
+use crate::engine::{Requester, Submit};
+use crate::error::JobError;
+use crate::kind::{Access, Kind, Policy};
 
-fn job_error(e: MemoryError) -> JobError {
+fn job_error(e: MemoriesError) -> JobError {
     match e {
-        MemoryError::InvalidVector(message) => JobError::Permanent(message),
-        MemoryError::Cancelled => JobError::Cancelled,
+        MemoriesError::InvalidVector(message) => JobError::Permanent(message),
+        MemoriesError::Cancelled => JobError::Cancelled,
         other => JobError::Failed(other.to_string()),
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngestPayload {
     pub conversation_text: String,
@@ -93,7 +98,7 @@ impl Kind for IngestConversation {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImportPayload {
     /// Where the API put the checked items (a JSON array of `ImportItem`).
@@ -116,16 +121,75 @@ fn owner_imports(owner: &str) -> String {
     format!("imports/{}/", &hex::encode(sha2::Sha256::digest(owner.as_bytes()))[..32])
 }
 
+/// Imports up to this size, needing at most `INLINE_EMBEDS` embeddings, run in the request.
+const INLINE_ITEMS: usize = 2_000;
+const INLINE_EMBEDS: usize = 64;
+
+/// Inline imports of one owner within the same window of this many seconds share one
+/// indexing job (see [`backlog_indexing`]).
+const INDEX_WINDOW_SECS: i64 = 10;
+
+/// How an import of checked items is run.
+#[derive(Debug)]
+pub enum ImportPlan {
+    /// Small enough to store in the request (then [`backlog_indexing`] when vectors wait).
+    Inline(Vec<ImportItem>),
+    /// An `import_memories` job over the items [`stage_import`] stored.
+    Job(Vec<ImportItem>),
+}
+
+/// Inline for small imports (at most 2,000 items needing at most 64 local embeddings), unless
+/// the client asked not to wait; a job otherwise.
+pub fn plan_import(memories: &Memories, items: Vec<ImportItem>, prefers_async: bool) -> ImportPlan {
+    let to_embed = if memories.embedder().is_some() {
+        items.iter().filter(|i| i.embedding.is_none()).count()
+    } else {
+        0
+    };
+    if items.len() <= INLINE_ITEMS && to_embed <= INLINE_EMBEDS && !prefers_async {
+        ImportPlan::Inline(items)
+    } else {
+        ImportPlan::Job(items)
+    }
+}
+
+/// Stores `items` where an `import_memories` job of `owner` reads them; its payload.
+pub async fn stage_import(
+    blobs: &dyn BlobStore,
+    owner: &str,
+    items: &[ImportItem],
+    deduplicate: bool,
+) -> Result<ImportPayload, StoreError> {
+    let key = import_items_key(owner, &ulid::Ulid::generate().to_string());
+    let bytes = serde_json::to_vec(items).map_err(|e| StoreError::backend("blob store", e))?;
+    blobs.put(&BlobKey::parse(&key)?, bytes.into(), Condition::None).await?;
+    Ok(ImportPayload { items_key: key, total: items.len(), deduplicate })
+}
+
+/// The `index_memory_vectors` job that indexes what an inline import of `owner` left outside
+/// the vector index: one per owner and window, run [`IMPORT_QUIET`] after the window ends, so a
+/// client importing batch after batch is not slowed by index inserts in between (a job that
+/// still finds the owner importing defers to the next window's; the upkeep schedule's sweep
+/// catches any this misses). Submitting it twice in a window is a no-op (idempotency key).
+pub fn backlog_indexing(owner: &str, now: DateTime<Utc>) -> Submit {
+    let window = now.timestamp() / INDEX_WINDOW_SECS;
+    let quiet = IMPORT_QUIET.as_secs() as i64;
+    let mut submit = Submit::of::<IndexMemoryVectors>(&IndexVectorsPayload {}, owner, Requester::Engram);
+    submit.run_at = DateTime::from_timestamp((window + 1) * INDEX_WINDOW_SECS + quiet + 1, 0);
+    submit.idempotency_key = Some(format!("{}:{window}", IndexMemoryVectors::NAME));
+    submit
+}
+
 struct JobProgress<'a>(&'a JobContext);
 
 #[async_trait]
 impl AsyncProgress for JobProgress<'_> {
-    async fn report(&mut self, done: usize, total: usize) -> Result<(), MemoryError> {
+    async fn report(&mut self, done: usize, total: usize) -> Result<(), MemoriesError> {
         let percent = (done * 100 / total.max(1)).min(99) as i32;
         self.0
             .progress(percent, format!("{done} of {total} stored"))
             .await
-            .map_err(|_| MemoryError::Cancelled)
+            .map_err(|_| MemoriesError::Cancelled)
     }
 }
 
@@ -169,7 +233,7 @@ impl Kind for ImportMemories {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IndexVectorsPayload {}
 
@@ -187,7 +251,7 @@ pub struct IndexMemoryVectors(pub Arc<Memories>);
 /// Whoever queues an indexing job runs it at least this long after the import's last request.
 pub const IMPORT_QUIET: Duration = Duration::from_secs(3);
 /// The longest a vector waits for the index while its owner keeps importing.
-pub const MAX_INDEX_DEFERRAL: Duration = Duration::from_secs(60);
+pub(super) const MAX_INDEX_DEFERRAL: Duration = Duration::from_secs(60);
 
 #[async_trait]
 impl Kind for IndexMemoryVectors {

@@ -4,19 +4,20 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use storage::sql::Expect;
 
-use super::{Access, JobError, Kind, Policy};
 use crate::child::ChildCommand;
 use crate::context::JobContext;
+use crate::error::JobError;
+use crate::kind::{Access, Kind, Policy};
 
 /// Where `record_effect` writes.
 pub const EFFECTS_NAMESPACE: &str = "noop-effects";
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NoopPayload {
     /// Sleep this long (cancellable).

@@ -9,16 +9,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use storage::blob_sync::BlobSync;
+use services::blob_sync::BlobSync;
 
-use super::{Access, JobError, Kind, Policy};
 use crate::context::JobContext;
+use crate::error::JobError;
+use crate::kind::{Access, Kind, Policy};
 
 pub use storage::ids::SYSTEM_OWNER;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TombstoneGcPayload {
     /// Tombstones younger than this are kept (default `TOMBSTONE_RETENTION_DAYS`; at least 1,
@@ -51,7 +52,7 @@ impl Kind for TombstoneGc {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BlobRepairPayload {
     /// Writes begun longer ago than this and never settled are settled from the store.

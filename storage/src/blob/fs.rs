@@ -62,7 +62,7 @@ impl FilesystemBlobStore {
         work: impl FnOnce(&Inner) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || work(&inner))
+        crate::blocking::spawn_blocking_in_span(move || work(&inner))
             .await
             .map_err(|e| StoreError::backend("filesystem", e))?
     }

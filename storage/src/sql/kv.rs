@@ -66,7 +66,7 @@ const LIST: &str = "SELECT key, value, version, updated_at FROM kv_entries \
      ORDER BY key LIMIT $4";
 
 /// Largest page `list` returns.
-pub const MAX_LIST_LIMIT: u32 = 1000;
+pub(super) const MAX_LIST_LIMIT: u32 = 1000;
 
 /// Both backends run the same statements; only the pool type differs.
 macro_rules! sql_key_value_store {

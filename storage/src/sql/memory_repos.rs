@@ -43,7 +43,7 @@ pub struct MemoryRepoRecord {
     pub user_id: String,
     pub repo_url: Option<String>,
     pub branch: String,
-    /// The remote's token, sealed with `gitmem::seal`.
+    /// The remote's token, sealed with `storage::git_memory::seal`.
     pub sealed_token: Option<String>,
     pub status: RepoStatus,
     pub last_sync: Option<DateTime<Utc>>,

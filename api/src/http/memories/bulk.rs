@@ -8,33 +8,24 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::StreamExt;
-use jobs::engine::{Requester, Submit};
 use jobs::kinds::{
-    IMPORT_QUIET, ImportMemories, IndexMemoryVectors, IngestConversation, Kind, import_items_key,
+    ImportMemories, ImportPlan, IngestConversation, backlog_indexing, plan_import, stage_import,
 };
-use jobs::memories::import::NoProgress;
-use jobs::memories::{change_json, decode_cursor, encode_cursor, memory_json};
 use serde_json::{Value, json};
-use storage::blob::{BlobKey, Condition};
+use services::memories::import::NoProgress;
+use services::memories::{change_json, decode_cursor, encode_cursor, memory_json};
 use storage::sql::{ChangesFrom, MemoryChange};
 
 use super::input::{ExportParams, ImportBody, IngestBody, UpdatesParams, invalid, parse_body, parse_instant};
 use super::{Limited, count_use, memories};
 use crate::auth::Caller;
 use crate::error::{ApiError, AppQuery};
-use crate::http::memory::{Waited, prefers_async, submit_and_wait};
+use crate::http::jobs::wait::{Outcome, for_caller, prefers_async, submit_and_wait};
 use crate::state::AppState;
 
-/// Imports up to this size, needing at most `INLINE_EMBEDS` embeddings, run in the request.
-const INLINE_ITEMS: usize = 2_000;
-const INLINE_EMBEDS: usize = 64;
 const EXPORT_PAGE: i64 = 500;
-
-/// Inline imports of one owner within the same window of this many seconds share one
-/// indexing job (see [`index_backlog_later`]).
-const INDEX_WINDOW_SECS: i64 = 10;
 const DEFAULT_UPDATES_LIMIT: i64 = 500;
 const MAX_UPDATES_LIMIT: i64 = 1_000;
 
@@ -43,7 +34,7 @@ const MAX_UPDATES_LIMIT: i64 = 1_000;
     (status = 202, description = "`Prefer: respond-async`, or still running after 30 s: `{job_id, status_url, events_url}`"),
     (status = 409, description = "The ingest job could not do it as things stand"),
     (status = 422, description = "A field out of bounds"), (status = 429, description = "Over the ingest limit")))]
-pub async fn ingest(
+pub(crate) async fn ingest(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
@@ -52,9 +43,9 @@ pub async fn ingest(
     caller.require("memories:rw")?;
     let payload = parse_body::<IngestBody>(&body)?.into_payload()?;
     count_use(&state, &caller, Limited::Ingest).await?;
-    Ok(match submit_and_wait(&state, &caller, &headers, IngestConversation::NAME, payload).await? {
-        Waited::Finished(result) => (StatusCode::CREATED, Json(result)).into_response(),
-        Waited::Accepted(response) => response,
+    Ok(match submit_and_wait(&state, &headers, for_caller::<IngestConversation>(&caller, &payload)).await? {
+        Outcome::Finished(result) => (StatusCode::CREATED, Json(result)).into_response(),
+        Outcome::Accepted(response) => response,
     })
 }
 
@@ -64,7 +55,7 @@ pub async fn ingest(
     (status = 409, description = "The import job could not do it as things stand"),
     (status = 422, description = "An item out of bounds, named (`memories[3].content`)"),
     (status = 429, description = "Over the import limit")))]
-pub async fn import(
+pub(crate) async fn import(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
@@ -75,56 +66,30 @@ pub async fn import(
     let (items, deduplicate) = parse_body::<ImportBody>(&body)?
         .into_items(|v| service.check_vector(v).map_err(|e| e.to_string()))?;
     count_use(&state, &caller, Limited::Import).await?;
-    let to_embed =
-        if service.embedder().is_some() { items.iter().filter(|i| i.embedding.is_none()).count() } else { 0 };
-    if items.len() <= INLINE_ITEMS && to_embed <= INLINE_EMBEDS && !prefers_async(&headers) {
-        let outcome = service.import_in_chunks(&caller.user.id, items, deduplicate, NoProgress).await?;
-        index_backlog_later(&state, &caller).await?;
-        let body = json!({"success": true, "imported": outcome.imported, "skipped": outcome.skipped});
-        return Ok((StatusCode::CREATED, Json(body)).into_response());
-    }
-    let total = items.len();
-    let key = import_items_key(&caller.user.id, &ulid::Ulid::generate().to_string());
-    let blob_key = BlobKey::parse(&key)?;
-    let bytes = serde_json::to_vec(&items).map_err(ApiError::internal)?;
-    state.backends.blobs.put(&blob_key, bytes.into(), Condition::None).await?;
-    let payload = json!({"items_key": key, "total": total, "deduplicate": deduplicate});
-    Ok(match submit_and_wait(&state, &caller, &headers, ImportMemories::NAME, payload).await? {
-        Waited::Finished(result) => {
+    let items = match plan_import(&service, items, prefers_async(&headers)) {
+        ImportPlan::Inline(items) => {
+            let outcome = service.import_in_chunks(&caller.user.id, items, deduplicate, NoProgress).await?;
+            if service.store.backlog_span(&caller.user.id).await?.is_some() {
+                state.engine.submit(backlog_indexing(&caller.user.id, Utc::now())).await?;
+            }
+            let body = json!({"success": true, "imported": outcome.imported, "skipped": outcome.skipped});
+            return Ok((StatusCode::CREATED, Json(body)).into_response());
+        }
+        ImportPlan::Job(items) => items,
+    };
+    let payload = stage_import(state.backends.blobs.as_ref(), &caller.user.id, &items, deduplicate).await?;
+    Ok(match submit_and_wait(&state, &headers, for_caller::<ImportMemories>(&caller, &payload)).await? {
+        Outcome::Finished(result) => {
             let body = json!({"success": true, "imported": result["imported"], "skipped": result["skipped"]});
             (StatusCode::CREATED, Json(body)).into_response()
         }
-        Waited::Accepted(response) => response,
+        Outcome::Accepted(response) => response,
     })
-}
-
-/// Queues an `index_memory_vectors` job when the import left vectors outside the index: one
-/// per owner and window, run [`IMPORT_QUIET`] after the window ends, so a client importing
-/// batch after batch is not slowed by HNSW inserts in between (a job that still finds the
-/// owner importing defers to the next window's; the schedule's sweep catches any this misses).
-async fn index_backlog_later(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
-    if memories(state).store.backlog_span(&caller.user.id).await?.is_none() {
-        return Ok(());
-    }
-    let window = Utc::now().timestamp() / INDEX_WINDOW_SECS;
-    let quiet = IMPORT_QUIET.as_secs() as i64;
-    let submit = Submit {
-        kind: IndexMemoryVectors::NAME.to_string(),
-        payload: json!({}),
-        owner: caller.user.id.clone(),
-        run_at: DateTime::from_timestamp((window + 1) * INDEX_WINDOW_SECS + quiet + 1, 0),
-        priority: None,
-        idempotency_key: Some(format!("{}:{window}", IndexMemoryVectors::NAME)),
-        parent_id: None,
-        requester: Requester::Engram,
-    };
-    state.engine.submit(submit).await?;
-    Ok(())
 }
 
 #[utoipa::path(get, path = "/api/v1/memories/export", tag = "memories", params(ExportParams),
     responses((status = 200, description = "JSON Lines (`application/x-ndjson`): one memory per line, in id order")))]
-pub async fn export(
+pub(crate) async fn export(
     State(state): State<AppState>,
     caller: Caller,
     AppQuery(params): AppQuery<ExportParams>,
@@ -163,7 +128,7 @@ pub async fn export(
 #[utoipa::path(get, path = "/api/v1/memories/sync/updates", tag = "memories", params(UpdatesParams),
     responses((status = 200, description = "`{success, memories, deleted, changes, count, cursor, hasMore}`: \
         changes in order, deletes as tombstones; pass `cursor` back for the next page")))]
-pub async fn updates(
+pub(crate) async fn updates(
     State(state): State<AppState>,
     caller: Caller,
     AppQuery(params): AppQuery<UpdatesParams>,

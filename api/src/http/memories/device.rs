@@ -3,8 +3,8 @@
 //! to the user's other devices. A created memory keeps the device's id, so a resent message
 //! does not duplicate it.
 
-use jobs::memories::{encode_cursor, memory_json};
 use serde_json::{Value, json};
+use services::memories::{encode_cursor, memory_json};
 
 use super::input::{CreateBody, UpdateBody, invalid, parse_body};
 use super::{check_vector, memories, not_found};

@@ -3,11 +3,12 @@
 
 use axum::body::Bytes;
 use chrono::{DateTime, Utc};
-use jobs::memories::MAX_TAGS;
-use jobs::memories::import::ImportItem;
+use jobs::kinds::IngestPayload;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use services::memories::MAX_TAGS;
+use services::memories::import::ImportItem;
 use storage::sql::{MemoryFilter, MemoryPatch, MemoryScope, MemoryType, NewMemory};
 use utoipa::{IntoParams, ToSchema};
 
@@ -362,7 +363,7 @@ pub struct SearchBody {
     pub filter: Option<FilterBody>,
     /// `hybrid` (default), `semantic` or `keyword`.
     #[schema(value_type = Option<String>)]
-    pub mode: Option<jobs::memories::SearchMode>,
+    pub mode: Option<services::memories::SearchMode>,
     /// Send each hit's vector too.
     #[serde(default)]
     pub include_embedding: bool,
@@ -386,19 +387,19 @@ pub struct IngestContextBody {
 
 impl IngestBody {
     /// The `ingest_conversation` job payload.
-    pub fn into_payload(self) -> Result<Value, ApiError> {
+    pub fn into_payload(self) -> Result<IngestPayload, ApiError> {
         check_not_blank("conversationText", &self.conversation_text, MAX_CONVERSATION_CHARS)?;
         let context = self.context.unwrap_or_default();
-        Ok(serde_json::json!({
-            "conversation_text": self.conversation_text,
-            "url": check_optional("context.url", context.url, MAX_URL_CHARS)?,
-            "platform": check_optional("context.platform", context.platform, MAX_PLATFORM_CHARS)?,
-            "conversation_id": check_optional(
+        Ok(IngestPayload {
+            conversation_text: self.conversation_text,
+            url: check_optional("context.url", context.url, MAX_URL_CHARS)?,
+            platform: check_optional("context.platform", context.platform, MAX_PLATFORM_CHARS)?,
+            conversation_id: check_optional(
                 "context.conversationId",
                 context.conversation_id,
-                MAX_CONVERSATION_ID_CHARS
+                MAX_CONVERSATION_ID_CHARS,
             )?,
-        }))
+        })
     }
 }
 

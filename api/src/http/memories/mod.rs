@@ -7,6 +7,7 @@ pub(crate) mod bulk;
 mod device;
 pub mod input;
 pub(crate) mod search;
+pub mod ws;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,8 +19,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use chrono::Utc;
-use jobs::memories::{Memories, MemoryError, memory_json};
 use serde_json::{Value, json};
+use services::memories::{Memories, MemoriesError, memory_json};
 use storage::sql::{ListFrom, from_millis, to_millis};
 
 pub(crate) use self::device::apply_device_change;
@@ -80,19 +81,19 @@ pub(crate) async fn count_use(state: &AppState, caller: &Caller, route: Limited)
     Ok(())
 }
 
-impl From<MemoryError> for ApiError {
-    fn from(e: MemoryError) -> Self {
+impl From<MemoriesError> for ApiError {
+    fn from(e: MemoriesError) -> Self {
         match e {
-            MemoryError::Store(e) => e.into(),
-            MemoryError::EmbeddingsUnavailable(why) => {
+            MemoriesError::Store(e) => e.into(),
+            MemoriesError::EmbeddingsUnavailable(why) => {
                 tracing::warn!(error = %why, "embedding failed");
                 ApiError::new(ErrorCode::Unavailable, format!("embeddings are unavailable: {why}"))
             }
-            MemoryError::InvalidVector(why) => invalid("embedding", why),
-            MemoryError::Extraction(why) => {
+            MemoriesError::InvalidVector(why) => invalid("embedding", why),
+            MemoriesError::Extraction(why) => {
                 ApiError::new(ErrorCode::Unavailable, format!("fact extraction failed: {why}"))
             }
-            MemoryError::Cancelled => ApiError::new(ErrorCode::Conflict, "cancelled"),
+            MemoriesError::Cancelled => ApiError::new(ErrorCode::Conflict, "cancelled"),
         }
     }
 }

@@ -4,8 +4,8 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use jobs::memories::{SearchMode, SearchRequest, memory_json};
 use serde_json::{Value, json};
+use services::memories::{SearchMode, SearchRequest, memory_json};
 
 use super::input::{DEFAULT_SEARCH_LIMIT, MAX_SEARCH_LIMIT, SearchBody, invalid, parse_body};
 use super::{Limited, count_use, memories};
@@ -22,7 +22,7 @@ const MAX_QUERY_CHARS: usize = 2_000;
     (status = 422, description = "Neither query nor embedding, or a field out of bounds"),
     (status = 429, description = "Over the search limit; see Retry-After"),
     (status = 503, description = "Semantic search without an embedding model")))]
-pub async fn search(
+pub(crate) async fn search(
     State(state): State<AppState>,
     caller: Caller,
     body: Bytes,

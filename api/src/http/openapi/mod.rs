@@ -22,7 +22,7 @@ const PUBLIC: &[(&str, &str)] = &[
     ("post", "/auth/github"),
 ];
 
-/// The shape of git memory's user and session ids (`jobs::gitmem::layout::is_valid_id`): 1 to
+/// The shape of git memory's user and session ids (`services::git_memory::layout::is_valid_id`): 1 to
 /// 64 ASCII letters, digits, `-`, `_` or `.`, not starting with `.`.
 const ID_PATTERN: &str = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$";
 /// Properties and path parameters that are git memory ids wherever they appear.
@@ -320,7 +320,7 @@ mod tests {
 
     #[test]
     fn the_id_pattern_is_the_id_check() {
-        assert!(ID_PATTERN.ends_with(&format!("{{0,{}}}$", jobs::gitmem::layout::MAX_ID_LEN - 1)));
+        assert!(ID_PATTERN.ends_with(&format!("{{0,{}}}$", services::git_memory::layout::MAX_ID_LEN - 1)));
     }
 
     #[test]

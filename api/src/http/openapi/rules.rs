@@ -7,8 +7,8 @@
 
 use serde_json::{Value, json};
 
-use jobs::gitmem::session::MAX_SESSION_INPUT;
-use jobs::memories::MAX_TAGS;
+use services::git_memory::session::MAX_SESSION_INPUT;
+use services::memories::MAX_TAGS;
 
 use crate::auth::password::{MAX_PASSWORD, MIN_PASSWORD};
 use crate::http::memories::input::{
@@ -86,7 +86,7 @@ fn instant() -> Value {
 
 /// A client's vector: 1 to 4,096 finite numbers, not all (nearly) zero; its length is the
 /// model's, which the served document adds (`for_this_server`).
-pub fn embedding() -> Value {
+pub(super) fn embedding() -> Value {
     let number = json!({"type": "number", "minimum": -1e18, "maximum": 1e18});
     json!({
         "minItems": 1,
@@ -102,7 +102,7 @@ fn unsupported() -> Value {
 }
 
 /// `(component, property, rule)`.
-pub fn property_rules() -> Vec<(&'static str, &'static str, Value)> {
+pub(super) fn property_rules() -> Vec<(&'static str, &'static str, Value)> {
     let memory_fields = |component: &'static str| {
         vec![
             (component, "content", text(1, MAX_CONTENT_CHARS, NOT_BLANK)),
@@ -128,13 +128,13 @@ pub fn property_rules() -> Vec<(&'static str, &'static str, Value)> {
         ("SubmitRequest", "idempotency_key", text(1, 200, NO_NUL)),
         ("BatchRequest", "jobs", json!({"minItems": 1, "maxItems": super::super::jobs::MAX_BATCH})),
         // git memory
-        ("SearchBody", "k", range(1, storage::gitmem::index::MAX_K as i64)),
-        ("SearchBody", "query", json!({"maxLength": super::super::memory::MAX_QUERY})),
-        ("PathSearchBody", "k", range(1, storage::gitmem::index::MAX_K as i64)),
-        ("PathSearchBody", "query", json!({"maxLength": super::super::memory::MAX_QUERY})),
-        ("OrchestratedBody", "k", range(1, storage::gitmem::index::MAX_K as i64)),
+        ("SearchBody", "k", range(1, storage::git_memory::index::MAX_K as i64)),
+        ("SearchBody", "query", json!({"maxLength": super::super::git_memory::MAX_QUERY})),
+        ("PathSearchBody", "k", range(1, storage::git_memory::index::MAX_K as i64)),
+        ("PathSearchBody", "query", json!({"maxLength": super::super::git_memory::MAX_QUERY})),
+        ("OrchestratedBody", "k", range(1, storage::git_memory::index::MAX_K as i64)),
         ("OrchestratedBody", "conversation", turns()),
-        ("PathOrchestratedBody", "k", range(1, storage::gitmem::index::MAX_K as i64)),
+        ("PathOrchestratedBody", "k", range(1, storage::git_memory::index::MAX_K as i64)),
         ("PathOrchestratedBody", "conversation", turns()),
         ("ContextBody", "conversation", turns()),
         ("ContextBody", "depth", one_of(DEPTHS)),
@@ -150,7 +150,7 @@ pub fn property_rules() -> Vec<(&'static str, &'static str, Value)> {
         ("OnboardBody", "template", unsupported()),
         ("SetupBody", "github_token", json!({"minLength": 1, "maxLength": 1000})),
         // blob sync
-        ("BatchBody", "operations", json!({"minItems": 1, "maxItems": super::super::blobs::MAX_BATCH})),
+        ("BatchBody", "operations", json!({"minItems": 1, "maxItems": super::super::blob_sync::MAX_BATCH})),
         // semantic memories
         ("IngestBody", "conversationText", text(1, MAX_CONVERSATION_CHARS, NOT_BLANK)),
         ("IngestContextBody", "url", optional_text(MAX_URL_CHARS)),
@@ -176,7 +176,7 @@ pub fn property_rules() -> Vec<(&'static str, &'static str, Value)> {
 }
 
 /// What the derive cannot say about whole components and bodies.
-pub fn fix_components(document: &mut Value) {
+pub(super) fn fix_components(document: &mut Value) {
     // `#[serde(deny_unknown_fields)]` on the variants of a batch operation.
     if let Some(variants) =
         document.pointer_mut("/components/schemas/BatchOperation/oneOf").and_then(Value::as_array_mut)
@@ -189,7 +189,7 @@ pub fn fix_components(document: &mut Value) {
     if let Some(body) = document.pointer_mut("/paths/~1blob~1{path}/put/requestBody") {
         body["required"] = json!(false);
     }
-    // agmem's push: the handler parses the body itself (`federation::summary::parse_push`).
+    // agmem's push: the handler parses the body itself (`services::federation::summary::parse_push`).
     if let Some(body) = document.pointer_mut("/paths/~1push/post/requestBody/content/application~1json") {
         body["schema"] = json!({
             "type": "object",
@@ -198,7 +198,7 @@ pub fn fix_components(document: &mut Value) {
                 "type": "object",
                 "required": ["agent_id", "timestamp"],
                 "properties": {
-                    "agent_id": {"type": "string", "minLength": 1, "maxLength": crate::http::federation::summary::MAX_NAME_CHARS},
+                    "agent_id": {"type": "string", "minLength": 1, "maxLength": services::federation::summary::MAX_NAME_CHARS},
                     "timestamp": {"type": "string", "description": "ISO 8601"},
                     "topic_counts": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
                     "fact_hashes": {"type": "array", "items": {"type": "string"}},
@@ -210,7 +210,7 @@ pub fn fix_components(document: &mut Value) {
 }
 
 /// `(method, path, parameter, rule)`.
-pub fn parameter_rules() -> Vec<(&'static str, &'static str, &'static str, Value)> {
+pub(super) fn parameter_rules() -> Vec<(&'static str, &'static str, &'static str, Value)> {
     let page = range(1, 1000);
     let mut rules = vec![
         ("get", "/api/v1/jobs", "status", one_of(JOB_STATUSES)),
@@ -242,7 +242,7 @@ pub fn parameter_rules() -> Vec<(&'static str, &'static str, &'static str, Value
 }
 
 /// Parameters the handlers read that no extractor declares: `(method, path, parameter)`.
-pub fn extra_parameters() -> Vec<(&'static str, &'static str, Value)> {
+pub(super) fn extra_parameters() -> Vec<(&'static str, &'static str, Value)> {
     vec![(
         "put",
         "/blob/{path}",
@@ -269,10 +269,13 @@ mod tests {
             assert!(serde_json::from_value::<storage::sql::MemoryScope>(json!(name)).is_ok(), "{name}");
         }
         for name in SEARCH_MODES {
-            assert!(serde_json::from_value::<jobs::memories::SearchMode>(json!(name)).is_ok(), "{name}");
+            assert!(serde_json::from_value::<services::memories::SearchMode>(json!(name)).is_ok(), "{name}");
         }
         for name in DEPTHS {
-            assert!(serde_json::from_value::<jobs::gitmem::context::Depth>(json!(name)).is_ok(), "{name}");
+            assert!(
+                serde_json::from_value::<services::git_memory::context::Depth>(json!(name)).is_ok(),
+                "{name}"
+            );
         }
         for name in JOB_STATUSES {
             assert!(storage::sql::JobStatus::parse(name).is_some(), "{name}");

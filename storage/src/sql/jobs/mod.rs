@@ -239,4 +239,4 @@ pub trait JobStore: Send + Sync {
 }
 
 /// Largest page `list` and `logs` return.
-pub const MAX_PAGE: u32 = 1000;
+pub(super) const MAX_PAGE: u32 = 1000;

@@ -22,13 +22,13 @@ impl OwnerVectors {
         Self { seq: None, dims, ids: Vec::new(), slots: HashMap::new(), data: Vec::new() }
     }
 
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.ids.len()
     }
 
     /// Adds or replaces `id`'s vector; a vector of another length is not this matrix's and
     /// removes `id` instead.
-    pub fn upsert(&mut self, id: &str, vector: &[f32]) {
+    pub(super) fn upsert(&mut self, id: &str, vector: &[f32]) {
         if vector.len() != self.dims {
             self.remove(id);
             return;
@@ -43,7 +43,7 @@ impl OwnerVectors {
         }
     }
 
-    pub fn remove(&mut self, id: &str) {
+    pub(super) fn remove(&mut self, id: &str) {
         let Some(slot) = self.slots.remove(id) else { return };
         let last = self.ids.len() - 1;
         if slot != last {
@@ -58,7 +58,12 @@ impl OwnerVectors {
 
     /// The `limit` ids most similar to `query` (vectors are unit length, so the dot product
     /// is the cosine), best first; `allowed` restricts the candidates.
-    pub fn top(&self, query: &[f32], allowed: Option<&HashSet<String>>, limit: usize) -> Vec<(String, f32)> {
+    pub(super) fn top(
+        &self,
+        query: &[f32],
+        allowed: Option<&HashSet<String>>,
+        limit: usize,
+    ) -> Vec<(String, f32)> {
         if query.len() != self.dims || limit == 0 {
             return Vec::new();
         }
@@ -106,12 +111,12 @@ pub(super) struct VectorCache {
 }
 
 impl VectorCache {
-    pub fn new(max_floats: usize) -> Self {
+    pub(super) fn new(max_floats: usize) -> Self {
         Self { entries: Mutex::new(HashMap::new()), clock: AtomicU64::new(0), max_floats }
     }
 
     /// The owner's matrix for `dims`, empty and unloaded the first time.
-    pub fn owner(&self, owner: &str, dims: usize) -> Arc<RwLock<OwnerVectors>> {
+    pub(super) fn owner(&self, owner: &str, dims: usize) -> Arc<RwLock<OwnerVectors>> {
         let now = self.clock.fetch_add(1, Ordering::Relaxed);
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = entries.entry((owner.to_string(), dims)).or_insert_with(|| {
@@ -127,7 +132,7 @@ impl VectorCache {
 
     /// Records the owner's matrix size after a refresh and drops the least recently used
     /// other owners while the cache is over budget.
-    pub fn account(&self, owner: &str, dims: usize, floats: usize) {
+    pub(super) fn account(&self, owner: &str, dims: usize, floats: usize) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let key = (owner.to_string(), dims);
         if let Some(entry) = entries.get(&key) {

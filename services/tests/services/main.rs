@@ -1,0 +1,5 @@
+//! The services crate's integration tests, one binary with a module per area.
+
+mod embedder;
+mod extract;
+mod llm_client;
