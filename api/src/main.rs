@@ -33,7 +33,7 @@ async fn main() {
         }
         Command::Serve => {
             let shutdown = shutdown_signal();
-            let config_is_text_logs = config.log_format == storage::config::LogFormat::Text;
+            let config_is_text_logs = config.log.format == storage::config::LogFormat::Text;
             let mut app = api::Application::build(config)
                 .await
                 .unwrap_or_else(|e| exit_with(EXIT_STARTUP, &format!("{e:#}")));

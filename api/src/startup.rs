@@ -20,7 +20,7 @@ pub struct Application {
 
 impl Application {
     /// Connects to every configured backend (migrating the database) and binds
-    /// `config.bind`; fails with a one-line cause when anything is unusable.
+    /// `config.http.bind`; fails with a one-line cause when anything is unusable.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let backends = Backends::connect(&config).await?;
         let jwt_secret = storage::jwt_secret(&config)?;
@@ -32,9 +32,9 @@ impl Application {
                 .await
                 .context("cannot schedule the upkeep jobs")?;
         }
-        let listener = TcpListener::bind(config.bind)
+        let listener = TcpListener::bind(config.http.bind)
             .await
-            .with_context(|| format!("cannot listen on {} (ENGRAM_BIND)", config.bind))?;
+            .with_context(|| format!("cannot listen on {} (ENGRAM_BIND)", config.http.bind))?;
         tracing::info!(backends = %config.backend_summary(), queue = queue.backend_name(), "backends connected");
         Ok(Self {
             listener,

@@ -50,12 +50,12 @@ impl AppState {
             identity: backends.database.identity_store(),
             access: AccessTokens::new(jwt_secret, config.auth.access_token_lifetime),
             refresh_lifetime: config.auth.refresh_token_lifetime,
-            static_key_hash: config.api_key.as_ref().map(|key| secret_hash(key.expose())),
+            static_key_hash: config.auth.api_key.as_ref().map(|key| secret_hash(key.expose())),
             registration: config.auth.registration,
             invites: backends.database.invite_store(),
             config: config.clone(),
         };
-        let github = GitHub::new(config.github_api_url.expose());
+        let github = GitHub::new(config.auth.github_api_url.expose());
         let throttle = Throttle::new(backends.counters.clone(), config.auth.clone());
         Self {
             auth,

@@ -16,8 +16,8 @@ use crate::delivery::QueueBackend;
 
 impl QueueBackend {
     pub async fn connect(config: &Config, database: &Database) -> anyhow::Result<Self> {
-        match &config.redis_url {
-            None => match (database, &config.database) {
+        match &config.backends.redis_url {
+            None => match (database, &config.backends.database) {
                 (Database::Postgres(pool), _) => Ok(QueueBackend::Postgres(pool.clone())),
                 (Database::Sqlite(_), DatabaseConfig::Sqlite { path }) => {
                     Ok(QueueBackend::Sqlite(open_sqlite(&path.with_extension("queue.db")).await?))
@@ -34,7 +34,7 @@ impl QueueBackend {
                     .map_err(|_| anyhow::anyhow!("no answer within 5 s"))
                     .and_then(|r| r.map_err(Into::into))
                     .with_context(|| format!("cannot connect to Redis at {}", url.masked()))?;
-                Ok(QueueBackend::Redis(manager, config.redis_prefix.clone()))
+                Ok(QueueBackend::Redis(manager, config.backends.redis_prefix.clone()))
             }
         }
     }

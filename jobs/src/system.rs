@@ -61,7 +61,7 @@ pub struct WorkerOptions {
 
 impl Default for WorkerOptions {
     fn default() -> Self {
-        Self::from_config(&storage::config::Config::default_worker())
+        Self::from_config(&storage::config::WorkerConfig::default())
     }
 }
 

@@ -68,8 +68,8 @@ impl Services {
         let store = backends.database.memory_repo_store();
         let git_memory = GitMemory::new(config, store, secret, llm.clone(), embedder.clone());
         let limits = SyncLimits {
-            max_file_bytes: config.blob_max_bytes.min(config.body_limit_bytes),
-            keep_versions: config.blob_versions,
+            max_file_bytes: config.blob_sync.max_file_bytes.min(config.http.body_limit_bytes),
+            keep_versions: config.blob_sync.versions,
         };
         let blob_sync = BlobSync::new(
             backends.blobs.clone(),
@@ -89,7 +89,7 @@ impl Services {
             embeddings,
             blob_sync: Arc::new(blob_sync),
             federation: Federation::new(backends.database.federation_store()),
-            tombstone_retention_days: config.tombstone_retention_days,
+            tombstone_retention_days: config.blob_sync.tombstone_retention_days,
         })
     }
 }

@@ -41,8 +41,8 @@ impl Backends {
     /// Connects to every configured backend and proves each one usable, so a bad URL or
     /// credential stops start-up with one line naming it rather than failing later.
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
-        let database = Database::connect(&config.database).await?;
-        let blobs: Arc<dyn BlobStore> = match &config.s3 {
+        let database = Database::connect(&config.backends.database).await?;
+        let blobs: Arc<dyn BlobStore> = match &config.backends.s3 {
             Some(s3) => {
                 let store = S3BlobStore::connect(s3).await?;
                 store.verify_access().await?;
@@ -50,24 +50,24 @@ impl Backends {
             }
             None => Arc::new(FilesystemBlobStore::open(config.data_dir.join("blobs"))?),
         };
-        let events: Arc<dyn EventBus> = match &config.redis_url {
+        let events: Arc<dyn EventBus> = match &config.backends.redis_url {
             Some(url) => Arc::new(
-                RedisEventBus::connect(url.expose(), &config.redis_prefix)
+                RedisEventBus::connect(url.expose(), &config.backends.redis_prefix)
                     .await
                     .with_context(|| format!("cannot connect to Redis at {}", url.masked()))?,
             ),
             None => match &database {
                 Database::Postgres(pool) => Arc::new(
-                    PostgresEventBus::connect(pool.clone(), &config.redis_prefix)
+                    PostgresEventBus::connect(pool.clone(), &config.backends.redis_prefix)
                         .await
                         .context("cannot listen for events on PostgreSQL")?,
                 ),
                 Database::Sqlite(_) => Arc::new(LocalEventBus::new()),
             },
         };
-        let counters: Arc<dyn Counters> = match &config.redis_url {
+        let counters: Arc<dyn Counters> = match &config.backends.redis_url {
             Some(url) => Arc::new(
-                RedisCounters::connect(url.expose(), &config.redis_prefix)
+                RedisCounters::connect(url.expose(), &config.backends.redis_prefix)
                     .await
                     .with_context(|| format!("cannot connect to Redis at {}", url.masked()))?,
             ),
@@ -80,7 +80,7 @@ impl Backends {
 /// The JWT secret: `JWT_SECRET` when set, else one generated on first start and kept in the
 /// data dir (mode 0600). Replicas of a scale-out deployment must share `JWT_SECRET`.
 pub fn jwt_secret(config: &Config) -> anyhow::Result<Secret> {
-    if let Some(secret) = &config.jwt_secret {
+    if let Some(secret) = &config.auth.jwt_secret {
         return Ok(secret.clone());
     }
     let path = config.data_dir.join(JWT_SECRET_FILE);

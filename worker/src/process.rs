@@ -13,7 +13,7 @@ pub const EXIT_STARTUP: i32 = 1;
 pub fn load_config_or_exit() -> (Config, RawConfig) {
     let loaded = RawConfig::from_process().and_then(|raw| Ok((Config::from_raw(&raw)?, raw)));
     let (config, raw) = loaded.unwrap_or_else(|e| exit_with(EXIT_CONFIG, &e.to_string()));
-    if let Err(e) = crate::telemetry::init(&config.log_level, config.log_format) {
+    if let Err(e) = crate::telemetry::init(&config.log.level, config.log.format) {
         exit_with(EXIT_CONFIG, &e.to_string());
     }
     (config, raw)

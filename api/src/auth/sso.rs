@@ -23,12 +23,12 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// Whether this request's SSO headers may be believed.
 fn trusted(config: &Config, headers: &HeaderMap, peer: Option<SocketAddr>) -> bool {
-    if !config.sso_enabled {
+    if !config.auth.sso_enabled {
         return false;
     }
     let from_proxy =
-        peer.is_some_and(|peer| config.sso_trusted_proxies.iter().any(|r| r.contains(peer.ip())));
-    let with_secret = match (&config.sso_shared_secret, header(headers, "x-sso-secret")) {
+        peer.is_some_and(|peer| config.auth.sso_trusted_proxies.iter().any(|r| r.contains(peer.ip())));
+    let with_secret = match (&config.auth.sso_shared_secret, header(headers, "x-sso-secret")) {
         (Some(expected), Some(given)) => hashes_match(&secret_hash(expected.expose()), &secret_hash(given)),
         _ => false,
     };

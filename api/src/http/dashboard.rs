@@ -1,17 +1,18 @@
 //! The dashboard's landing page at `/`: which backends serve this process and where to go.
 
 use askama::Template;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
+use utoipa_axum::router::OpenApiRouter;
+
 use crate::error::ApiError;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/", get(home))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().route("/", get(home))
 }
 
 /// Renders any askama page, or a 500 that says nothing internal.

@@ -5,49 +5,26 @@
 
 use std::sync::OnceLock;
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
 use serde_json::Value;
 use utoipa::OpenApi;
+
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// The document's frame: info, tags and schemas no handler names; the paths come from the
+/// routers.
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Engram",
         description = "Memory platform for AI agents: git memory, blob sync, federation, semantic memories and agent evaluations on one job-orchestration core."
-    ),
-    paths(
-        super::health::health, super::health::ready, super::metrics::metrics,
-        super::jobs::submit, super::jobs::submit_batch, super::jobs::list, super::jobs::get_job,
-        super::jobs::cancel, super::jobs::retry, super::jobs::logs, super::jobs::stream::stream,
-        super::jobs::workers, super::jobs::queues,
-        super::jobs::schedules::list, super::jobs::schedules::create, super::jobs::schedules::get_one,
-        super::jobs::schedules::update, super::jobs::schedules::delete,
-        super::identity::sessions::register, super::identity::sessions::login, super::identity::sessions::logout, super::identity::sessions::refresh, super::identity::sessions::me,
-        super::identity::api_keys::create, super::identity::api_keys::list, super::identity::api_keys::revoke, super::identity::github::exchange,
-        super::identity::invites::create, super::identity::invites::list, super::identity::invites::revoke,
-        super::git_memory::setup, super::git_memory::status, super::git_memory::context, super::git_memory::search,
-        super::git_memory::orchestrated_search, super::git_memory::process_session, super::git_memory::commit_session,
-        super::git_memory::process_and_commit, super::git_memory::rebuild_index,
-        super::git_memory::original_paths::onboard, super::git_memory::original_paths::onboard_status, super::git_memory::original_paths::context,
-        super::git_memory::original_paths::search, super::git_memory::original_paths::orchestrated_search, super::git_memory::original_paths::user_entity,
-        super::git_memory::original_paths::recent_timeline, super::git_memory::original_paths::process_session,
-        super::git_memory::original_paths::commit_session, super::git_memory::original_paths::process_and_commit,
-        super::git_memory::original_paths::rebuild_index, super::git_memory::original_paths::status, super::git_memory::original_paths::validate,
-        super::blob_sync::read, super::blob_sync::write, super::blob_sync::delete, super::blob_sync::index,
-        super::blob_sync::events, super::blob_sync::batch,
-        super::federation::push, super::federation::pull, super::federation::agents,
-        super::memories::ws::upgrade,
-        super::memories::create, super::memories::list, super::memories::read, super::memories::update,
-        super::memories::delete, super::memories::history, super::memories::search::search,
-        super::memories::bulk::ingest, super::memories::bulk::import, super::memories::bulk::export,
-        super::memories::bulk::updates,
     ),
     components(schemas(crate::error::ErrorCode)),
     tags(
@@ -63,18 +40,20 @@ use crate::state::AppState;
 )]
 pub struct ApiDoc;
 
-/// The document served at `/openapi.json`: the derived one, completed by `openapi::finish`.
+/// The document served at `/openapi.json`: what the routers carry (`super::routes`, on this
+/// `ApiDoc`'s info, tags and shared schemas), completed by `openapi::finish`.
 pub fn openapi() -> &'static Value {
     static DOC: OnceLock<Value> = OnceLock::new();
     DOC.get_or_init(|| {
-        let mut document = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes");
+        let (_, document) = super::routes().split_for_parts();
+        let mut document = serde_json::to_value(document).expect("the OpenAPI document serializes");
         super::openapi::finish(&mut document);
         document
     })
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .route("/openapi.json", get(served_document))
         .route("/docs", get(|| async { Html(SWAGGER_PAGE) }))
         .route("/redoc", get(|| async { Html(REDOC_PAGE) }))

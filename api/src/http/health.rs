@@ -4,22 +4,25 @@
 use std::future::Future;
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use crate::error::ApiError;
+use crate::http::metrics::registry::DeliveryWaits;
 use crate::state::AppState;
 
 /// How long one backend may take to answer a health check.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/health", get(health)).route("/ready", get(ready))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(health)).routes(routes!(ready))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -61,11 +64,6 @@ pub struct StalledKind {
     /// How long its oldest due job has waited for a worker, in seconds.
     pub waiting_secs: f64,
 }
-
-/// Per kind with a due job waiting for a delivery: how long the oldest has waited, and
-/// whether a live worker (heard from within `ENGRAM_WORKER_STALE_SECS`, not stopping) claims
-/// the kind; with the workers it read.
-pub(crate) type DeliveryWaits = (Vec<(String, Duration, bool)>, Vec<storage::sql::WorkerRecord>);
 
 pub(crate) async fn delivery_waits(state: &AppState) -> storage::StoreResult<DeliveryWaits> {
     let now = Utc::now();

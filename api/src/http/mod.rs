@@ -28,14 +28,17 @@ use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, 
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use storage::config::CorsOrigins;
 
 use crate::error::{not_found, reshape_errors_by_path};
 use crate::state::AppState;
 
-pub fn router(state: AppState) -> Router {
-    let routes = Router::new()
+/// Every route, each router carrying the OpenAPI operations of its handlers.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .merge(identity::router())
         .merge(blob_sync::router())
         .merge(dashboard::router())
@@ -46,7 +49,11 @@ pub fn router(state: AppState) -> Router {
         .merge(jobs::router())
         .merge(git_memory::router())
         .merge(memories::router())
-        .merge(memories::ws::router());
+        .merge(memories::ws::router())
+}
+
+pub fn router(state: AppState) -> Router {
+    let (routes, _) = routes().split_for_parts();
     with_platform_layers(routes, state)
 }
 
@@ -55,13 +62,13 @@ pub(crate) fn with_platform_layers(routes: Router<AppState>, state: AppState) ->
     let config = state.config.clone();
     let router = routes
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(config.body_limit_bytes))
-        .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout))
+        .layer(DefaultBodyLimit::max(config.http.body_limit_bytes))
+        .layer(RequestBodyLimitLayer::new(config.http.body_limit_bytes))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.http.request_timeout))
         .layer(middleware::from_fn_with_state(state.metrics.clone(), metrics::registry::track))
         .layer(middleware::from_fn(reshape_errors_by_path))
         .layer(CompressionLayer::new());
-    let router = match cors_layer(&config.cors_origins) {
+    let router = match cors_layer(&config.http.cors_origins) {
         Some(cors) => router.layer(cors),
         None => router,
     };

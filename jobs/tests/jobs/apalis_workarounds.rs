@@ -37,7 +37,7 @@ async fn sqlite_queue_drops_lidx_and_keeps_its_migrations_apart() {
 async fn postgres_queue_sets_up_beside_engrams_migrations() {
     let Some(url) = storage::testing::fresh_postgres_url().await else { return };
     let config = Config::from_raw(&RawConfig::layered([("DATABASE_URL".to_string(), url)], [], [])).unwrap();
-    let database = Database::connect(&config.database).await.unwrap();
+    let database = Database::connect(&config.backends.database).await.unwrap();
     let Database::Postgres(pool) = &database else { unreachable!() };
     let queue = QueueBackend::Postgres(pool.clone());
     queue.setup().await.unwrap();
@@ -60,7 +60,9 @@ async fn postgres_queue_sets_up_beside_engrams_migrations() {
 async fn postgres_queue_has_no_index_over_every_task_of_a_worker() {
     let Some(url) = storage::testing::fresh_postgres_url().await else { return };
     let config = Config::from_raw(&RawConfig::layered([("DATABASE_URL".to_string(), url)], [], [])).unwrap();
-    let Database::Postgres(pool) = Database::connect(&config.database).await.unwrap() else { unreachable!() };
+    let Database::Postgres(pool) = Database::connect(&config.backends.database).await.unwrap() else {
+        unreachable!()
+    };
     let queue = QueueBackend::Postgres(pool.clone());
     let (first, second) = tokio::join!(queue.setup(), queue.setup());
     first.and(second).expect("two processes may set up at once");
@@ -136,7 +138,7 @@ async fn finished_deliveries_are_vacuumed() {
     if let Some(url) = storage::testing::fresh_postgres_url().await {
         let config =
             Config::from_raw(&RawConfig::layered([("DATABASE_URL".to_string(), url)], [], [])).unwrap();
-        let Database::Postgres(pool) = Database::connect(&config.database).await.unwrap() else {
+        let Database::Postgres(pool) = Database::connect(&config.backends.database).await.unwrap() else {
             unreachable!()
         };
         let queue = QueueBackend::Postgres(pool.clone());

@@ -1,12 +1,28 @@
-//! Account settings: who may register, token lifetimes, login and registration rate limits,
-//! lockout after repeated failures, and the proxies whose `X-Forwarded-For` names the client.
+//! Who may call and how: the token secret and the static admin key, SSO gateways to trust,
+//! the GitHub API for sign-in, who may register, token lifetimes, login and registration
+//! rate limits, lockout after repeated failures, and the proxies whose `X-Forwarded-For`
+//! names the client.
 
 use std::time::Duration;
 
-use super::{ConfigError, IpRange, RawConfig, parse_ip_ranges, parse_number};
+use super::{
+    ConfigError, ConnectionUrl, IpRange, RawConfig, Secret, parse_bool, parse_ip_ranges, parse_number,
+    parse_url,
+};
+
+pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
 
 /// Keys this part reads, with what each is for.
 pub(super) const KEYS: &[(&str, &str)] = &[
+    ("JWT_SECRET", "HS256 secret for access tokens; unset = generated once into the data dir"),
+    ("API_KEY", "static admin API key accepted as a Bearer token"),
+    ("SSO_ENABLED", "trust SSO gateway headers from trusted proxies"),
+    ("SSO_TRUSTED_PROXIES", "comma-separated addresses or CIDR ranges whose SSO headers are trusted"),
+    ("SSO_SHARED_SECRET", "secret an SSO gateway sends in X-SSO-Secret to have its headers trusted"),
+    (
+        "GITHUB_API_URL",
+        "GitHub API base URL for /auth/github token checks (GitHub Enterprise: https://host/api/v3)",
+    ),
     (
         "ENGRAM_REGISTRATION",
         "who may create an account: open (anyone), invite (with an administrator's invitation) or closed",
@@ -47,6 +63,12 @@ impl Registration {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthConfig {
+    pub jwt_secret: Option<Secret>,
+    pub api_key: Option<Secret>,
+    pub sso_enabled: bool,
+    pub sso_trusted_proxies: Vec<IpRange>,
+    pub sso_shared_secret: Option<Secret>,
+    pub github_api_url: ConnectionUrl,
     pub registration: Registration,
     pub access_token_lifetime: Duration,
     pub refresh_token_lifetime: Duration,
@@ -72,7 +94,31 @@ impl AuthConfig {
                 ));
             }
         };
+        let sso_enabled = parse_bool(raw, "SSO_ENABLED", false)?;
+        if sso_enabled
+            && raw.get("SSO_TRUSTED_PROXIES").is_none_or(|v| v.trim().is_empty())
+            && raw.get("SSO_SHARED_SECRET").is_none_or(str::is_empty)
+        {
+            return Err(ConfigError::new(
+                "SSO_ENABLED",
+                "is true but nothing says whose SSO headers to trust; set SSO_TRUSTED_PROXIES or SSO_SHARED_SECRET",
+            ));
+        }
         Ok(Self {
+            jwt_secret: raw.get("JWT_SECRET").map(Secret::new),
+            api_key: raw.get("API_KEY").map(Secret::new),
+            sso_enabled,
+            sso_trusted_proxies: parse_ip_ranges(
+                "SSO_TRUSTED_PROXIES",
+                raw.get("SSO_TRUSTED_PROXIES").unwrap_or(""),
+            )?,
+            sso_shared_secret: raw.get("SSO_SHARED_SECRET").filter(|s| !s.is_empty()).map(Secret::new),
+            github_api_url: parse_url(
+                raw.get("GITHUB_API_URL").unwrap_or(DEFAULT_GITHUB_API_URL),
+                "GITHUB_API_URL",
+                &["https", "http"],
+                DEFAULT_GITHUB_API_URL,
+            )?,
             registration,
             access_token_lifetime: Duration::from_secs(parse_number(
                 raw,
@@ -98,9 +144,22 @@ impl AuthConfig {
         })
     }
 
-    pub(super) fn describe(&self) -> Vec<(&'static str, Option<String>)> {
-        let proxies = self.trusted_proxies.iter().map(IpRange::to_string).collect::<Vec<_>>().join(",");
+    /// `jwt_file`: where the generated `JWT_SECRET` is kept when it is unset.
+    pub(super) fn describe(&self, jwt_file: &std::path::Path) -> Vec<(&'static str, Option<String>)> {
+        let ranges = |list: &[IpRange]| list.iter().map(IpRange::to_string).collect::<Vec<_>>().join(",");
+        let masked = |s: &Option<Secret>| s.as_ref().map(|_| "****".to_string());
+        let jwt = match &self.jwt_secret {
+            Some(_) => "****".to_string(),
+            None => format!("(unset: generated into {})", jwt_file.display()),
+        };
+        let proxies = ranges(&self.trusted_proxies);
         vec![
+            ("JWT_SECRET", Some(jwt)),
+            ("API_KEY", masked(&self.api_key)),
+            ("SSO_ENABLED", Some(self.sso_enabled.to_string())),
+            ("SSO_TRUSTED_PROXIES", Some(ranges(&self.sso_trusted_proxies))),
+            ("SSO_SHARED_SECRET", masked(&self.sso_shared_secret)),
+            ("GITHUB_API_URL", Some(self.github_api_url.masked())),
             ("ENGRAM_REGISTRATION", Some(self.registration.as_str().to_string())),
             ("ACCESS_TOKEN_TTL_SECS", Some(self.access_token_lifetime.as_secs().to_string())),
             ("REFRESH_TOKEN_TTL_DAYS", Some((self.refresh_token_lifetime.as_secs() / 86_400).to_string())),

@@ -1,5 +1,7 @@
 //! Configuration parsing: defaults, precedence, validation messages, masking.
 
+use std::time::Duration;
+
 use super::*;
 
 fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -10,15 +12,18 @@ fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
 #[test]
 fn defaults_are_the_embedded_backends() {
     let config = config(&[]).unwrap();
-    assert_eq!(config.bind.to_string(), "127.0.0.1:8000");
+    assert_eq!(config.http.bind.to_string(), "127.0.0.1:8000");
     assert_eq!(config.data_dir, PathBuf::from("./data"));
-    assert_eq!(config.database, DatabaseConfig::Sqlite { path: PathBuf::from("./data/engram.db") });
-    assert!(config.redis_url.is_none() && config.s3.is_none());
-    assert_eq!(config.repo_cache_dir, PathBuf::from("./data/repos"));
-    assert_eq!(config.log_format, LogFormat::Text);
-    assert_eq!(config.body_limit_bytes, 16 * 1024 * 1024);
-    assert_eq!(config.federation_rate_limit, 600);
-    assert_eq!((config.max_repo_size_mb, config.repo_url_schemes.clone()), (100, vec!["https".to_string()]));
+    assert_eq!(config.backends.database, DatabaseConfig::Sqlite { path: PathBuf::from("./data/engram.db") });
+    assert!(config.backends.redis_url.is_none() && config.backends.s3.is_none());
+    assert_eq!(config.git_memory.repo_cache_dir, PathBuf::from("./data/repos"));
+    assert_eq!(config.log.format, LogFormat::Text);
+    assert_eq!(config.http.body_limit_bytes, 16 * 1024 * 1024);
+    assert_eq!(config.limits.federation_per_minute, 600);
+    assert_eq!(
+        (config.git_memory.max_repo_size_mb, config.git_memory.repo_url_schemes.clone()),
+        (100, vec!["https".to_string()])
+    );
 }
 
 #[test]
@@ -53,7 +58,7 @@ fn sso_needs_to_know_whom_to_trust() {
     let err = config(&[("SSO_ENABLED", "true")]).unwrap_err();
     assert_eq!(err.key, "SSO_ENABLED");
     let trusted = config(&[("SSO_ENABLED", "true"), ("SSO_TRUSTED_PROXIES", "10.1.0.0/16, ::1")]).unwrap();
-    let [range, loopback] = trusted.sso_trusted_proxies[..] else { panic!("two ranges") };
+    let [range, loopback] = trusted.auth.sso_trusted_proxies[..] else { panic!("two ranges") };
     assert!(range.contains("10.1.200.3".parse().unwrap()) && !range.contains("10.2.0.1".parse().unwrap()));
     assert!(range.contains("::ffff:10.1.0.9".parse().unwrap()), "IPv4-mapped addresses count as IPv4");
     assert!(loopback.contains("::1".parse().unwrap()) && !loopback.contains("127.0.0.1".parse().unwrap()));
@@ -64,7 +69,7 @@ fn sso_needs_to_know_whom_to_trust() {
 fn s3_keys_come_in_pairs_and_prefix_is_normalised() {
     let err = config(&[("S3_BUCKET", "b1b"), ("AWS_ACCESS_KEY_ID", "k")]).unwrap_err();
     assert_eq!(err.key, "AWS_SECRET_ACCESS_KEY");
-    let s3 = config(&[("S3_BUCKET", "b1b"), ("S3_PREFIX", "/tenant/a/")]).unwrap().s3.unwrap();
+    let s3 = config(&[("S3_BUCKET", "b1b"), ("S3_PREFIX", "/tenant/a/")]).unwrap().backends.s3.unwrap();
     assert_eq!(s3.prefix, "tenant/a/");
     assert_eq!(s3.region, "us-east-1");
 }
@@ -78,9 +83,9 @@ fn environment_beats_dotenv_beats_toml() {
     let env = vec![("LOG_LEVEL".to_string(), "error".to_string())];
     let raw = RawConfig::layered(env, dotenv, toml);
     let config = Config::from_raw(&raw).unwrap();
-    assert_eq!(config.bind.port(), 2);
-    assert_eq!(config.max_repo_size_mb, 7);
-    assert_eq!(config.log_level, "error");
+    assert_eq!(config.http.bind.port(), 2);
+    assert_eq!(config.git_memory.max_repo_size_mb, 7);
+    assert_eq!(config.log.level, "error");
     assert_eq!(raw.origin("MAX_REPO_SIZE_MB"), Some(Origin::Toml));
 }
 

@@ -30,7 +30,7 @@ async fn open_sqlite() -> Option<Arc<dyn BlobIndexStore>> {
 async fn open_postgres() -> Option<Arc<dyn BlobIndexStore>> {
     let url = storage::testing::fresh_postgres_url().await?;
     let config = Config::from_raw(&RawConfig::layered([("DATABASE_URL".to_string(), url)], [], [])).unwrap();
-    Some(Database::connect(&config.database).await.unwrap().blob_index())
+    Some(Database::connect(&config.backends.database).await.unwrap().blob_index())
 }
 
 fn object(md5: &str) -> Observed {

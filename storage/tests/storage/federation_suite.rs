@@ -31,7 +31,7 @@ async fn open_sqlite() -> Option<Arc<dyn FederationStore>> {
 async fn open_postgres() -> Option<Arc<dyn FederationStore>> {
     let url = storage::testing::fresh_postgres_url().await?;
     let config = Config::from_raw(&RawConfig::layered([("DATABASE_URL".to_string(), url)], [], [])).unwrap();
-    Some(Database::connect(&config.database).await.unwrap().federation_store())
+    Some(Database::connect(&config.backends.database).await.unwrap().federation_store())
 }
 
 fn at(minute: i64) -> DateTime<Utc> {

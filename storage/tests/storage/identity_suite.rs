@@ -28,7 +28,7 @@ async fn open_sqlite() -> Option<Arc<dyn IdentityStore>> {
 async fn open_postgres() -> Option<Arc<dyn IdentityStore>> {
     let url = storage::testing::fresh_postgres_url().await?;
     let config = Config::from_raw(&RawConfig::layered([("DATABASE_URL".to_string(), url)], [], [])).unwrap();
-    Some(Database::connect(&config.database).await.unwrap().identity_store())
+    Some(Database::connect(&config.backends.database).await.unwrap().identity_store())
 }
 
 fn new_user(email: &str) -> NewUser {

@@ -41,7 +41,7 @@ async fn open_sqlite() -> Option<Arc<dyn JobStore>> {
 async fn open_postgres() -> Option<Arc<dyn JobStore>> {
     let url = storage::testing::fresh_postgres_url().await?;
     let config = Config::from_raw(&RawConfig::layered([("DATABASE_URL".to_string(), url)], [], [])).unwrap();
-    Some(Database::connect(&config.database).await.unwrap().job_store())
+    Some(Database::connect(&config.backends.database).await.unwrap().job_store())
 }
 
 /// Claims the next job of `job`'s kind for `worker`, with no running cap, and checks it is `job`.

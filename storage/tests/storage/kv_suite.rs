@@ -33,7 +33,7 @@ async fn open_postgres() -> Option<Database> {
         [],
     ))
     .unwrap();
-    Some(Database::connect(&config.database).await.unwrap())
+    Some(Database::connect(&config.backends.database).await.unwrap())
 }
 
 async fn put_get_and_versions(database: Database) {

@@ -25,7 +25,7 @@ async fn open_sqlite() -> Option<Arc<dyn MemoryRepoStore>> {
 async fn open_postgres() -> Option<Arc<dyn MemoryRepoStore>> {
     let url = storage::testing::fresh_postgres_url().await?;
     let config = Config::from_raw(&RawConfig::layered([("DATABASE_URL".to_string(), url)], [], [])).unwrap();
-    Some(Database::connect(&config.database).await.unwrap().memory_repo_store())
+    Some(Database::connect(&config.backends.database).await.unwrap().memory_repo_store())
 }
 
 fn record(user_id: &str, url: Option<&str>) -> MemoryRepoRecord {

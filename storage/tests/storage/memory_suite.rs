@@ -41,7 +41,7 @@ async fn open_postgres() -> Option<Arc<dyn MemoryStore>> {
 
 async fn open_postgres_at(url: String) -> Arc<dyn MemoryStore> {
     let config = Config::from_raw(&RawConfig::layered([("DATABASE_URL".to_string(), url)], [], [])).unwrap();
-    Database::connect(&config.database).await.unwrap().memory_store()
+    Database::connect(&config.backends.database).await.unwrap().memory_store()
 }
 
 fn at(minute: i64) -> DateTime<Utc> {

@@ -22,7 +22,7 @@ async fn open_sqlite() -> Option<Database> {
 async fn open_postgres() -> Option<Database> {
     let url = storage::testing::fresh_postgres_url().await?;
     let config = Config::from_raw(&RawConfig::layered([("DATABASE_URL".to_string(), url)], [], [])).unwrap();
-    Some(Database::connect(&config.database).await.unwrap())
+    Some(Database::connect(&config.backends.database).await.unwrap())
 }
 
 fn worker(id: &str) -> WorkerRecord {

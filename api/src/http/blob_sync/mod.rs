@@ -15,8 +15,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router, middleware};
+use axum::routing::get;
+use axum::{Json, middleware};
 use base64::Engine;
 use chrono::SecondsFormat;
 use futures::{Stream, StreamExt};
@@ -24,7 +24,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use services::blob_sync::{Precondition, SyncError, SyncedFile, changes_topic};
 use storage::sql::IndexEntry;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use self::headers::{
     http_date, if_match, none_match_hits, parse_precondition, precondition, verify_body_digest,
@@ -41,14 +44,20 @@ const VERSIONS_SUFFIX: &str = "/versions";
 
 /// Files larger than `BLOB_MAX_MB` get 413 from `BlobSync::write`; bodies larger than
 /// `ENGRAM_BODY_LIMIT_MB` get it from the platform's body limit first.
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> OpenApiRouter<AppState> {
+    // `routes!` would route the documented `/blob/{path}` (one segment); a blob path has many.
+    OpenApiRouter::with_openapi(BlobPaths::openapi())
         .route("/blob/{*path}", get(read).put(write).delete(delete))
-        .route("/sync", get(index))
-        .route("/sync/events", get(events))
-        .route("/blobs/batch", post(batch))
+        .routes(routes!(index))
+        .routes(routes!(events))
+        .routes(routes!(batch))
         .layer(middleware::map_response_with_state(ErrorFamily::FastApi, reshape_errors))
 }
+
+/// The operations on `/blob/{*path}`, documented as `/blob/{path}`.
+#[derive(OpenApi)]
+#[openapi(paths(read, write, delete))]
+struct BlobPaths;
 
 impl From<SyncError> for ApiError {
     fn from(e: SyncError) -> Self {

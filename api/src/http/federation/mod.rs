@@ -13,14 +13,16 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::routing::{get, post};
-use axum::{Json, Router, middleware};
+use axum::{Json, middleware};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use services::federation::{Federation, FederationError, Pushed};
 use storage::sql::{AgentRecord, PushOutcome};
 use utoipa::{IntoParams, ToSchema};
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{Caller, Via};
 use crate::error::{ApiError, AppQuery, ErrorCode, ErrorFamily, has_json_content_type, reshape_errors};
@@ -29,11 +31,11 @@ use crate::state::AppState;
 /// The window `FEDERATION_RATE_LIMIT` counts in.
 const RATE_WINDOW: Duration = Duration::from_secs(60);
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/push", post(push))
-        .route("/pull", get(pull))
-        .route("/api/v1/federation/agents", get(agents))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(push))
+        .routes(routes!(pull))
+        .routes(routes!(agents))
         .layer(middleware::map_response_with_state(ErrorFamily::FastApi, reshape_errors))
 }
 
@@ -53,11 +55,11 @@ async fn admit(state: &AppState, caller: &Caller, scope: &str) -> Result<String,
         _ => format!("federation:user:{}", caller.user.id),
     };
     let count = state.backends.counters.hit(&key, RATE_WINDOW).await?;
-    if count.hits > state.config.federation_rate_limit {
+    if count.hits > state.config.limits.federation_per_minute {
         return Err(ApiError::rate_limited(
             format!(
                 "Too many federation requests: at most {} a minute; try again later",
-                state.config.federation_rate_limit
+                state.config.limits.federation_per_minute
             ),
             count.resets_in,
         ));

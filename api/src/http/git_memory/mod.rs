@@ -11,8 +11,7 @@ pub mod original_paths;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::{Json, Router, middleware};
+use axum::{Json, middleware};
 use jobs::kinds::{
     CommitSession, CommitSessionPayload, ProcessSession, ProcessSessionPayload, RebuildIndex, UserPayload,
 };
@@ -23,22 +22,25 @@ use services::git_memory::session::{check_session_id, check_session_input, parse
 use services::git_memory::{GitMemory, GitMemoryError, SetupRequest};
 use utoipa::ToSchema;
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use crate::auth::Caller;
 use crate::error::{ApiError, AppJson, ErrorCode, ErrorFamily, reshape_errors};
 use crate::http::jobs::wait::{for_caller, run_job};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/repos/setup", post(setup))
-        .route("/repos/status/{user_id}", get(status))
-        .route("/memory/context", post(context))
-        .route("/memory/search", post(search))
-        .route("/memory/orchestrated-search", post(orchestrated_search))
-        .route("/memory/process-session", post(process_session))
-        .route("/memory/commit-session", post(commit_session))
-        .route("/memory/process-and-commit", post(process_and_commit))
-        .route("/memory/rebuild-index", post(rebuild_index))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(setup))
+        .routes(routes!(status))
+        .routes(routes!(context))
+        .routes(routes!(search))
+        .routes(routes!(orchestrated_search))
+        .routes(routes!(process_session))
+        .routes(routes!(commit_session))
+        .routes(routes!(process_and_commit))
+        .routes(routes!(rebuild_index))
         .layer(middleware::map_response_with_state(ErrorFamily::FastApi, reshape_errors))
         .merge(original_paths::router())
 }
@@ -109,9 +111,13 @@ pub async fn setup(
         })
         .await?;
     if report.repo_url.is_some() {
-        jobs::kinds::ensure_sync_schedule(&state.engine, user_id, state.config.sync_interval_minutes)
-            .await
-            .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+        jobs::kinds::ensure_sync_schedule(
+            &state.engine,
+            user_id,
+            state.config.git_memory.sync_interval_minutes,
+        )
+        .await
+        .map_err(|e| ApiError::internal(format!("{e:#}")))?;
     }
     let mut reply = serde_json::to_value(report).map_err(ApiError::internal)?;
     reply["message"] = json!("memory repository ready");

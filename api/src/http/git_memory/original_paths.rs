@@ -12,8 +12,7 @@ use axum::body::to_bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router, middleware};
+use axum::{Json, middleware};
 use chrono::{SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -29,6 +28,9 @@ use jobs::kinds::{
     CommitSession, CommitSessionPayload, ProcessSession, ProcessSessionPayload, RebuildIndex, UserPayload,
 };
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::{MAX_QUERY, acting_user, check_k};
 use crate::auth::Caller;
 use crate::error::{ApiError, AppJson, AppQuery, ErrorCode, ErrorFamily, reshape_errors};
@@ -40,21 +42,21 @@ const ONBOARDING_SESSION: &str = "onboarding";
 /// Largest job result read back to be reshaped.
 const MAX_RESULT_BYTES: usize = 16 * 1024 * 1024;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/memory/{user_id}/onboard", post(onboard))
-        .route("/memory/{user_id}/onboard-status", get(onboard_status))
-        .route("/memory/{user_id}/context", post(context))
-        .route("/memory/{user_id}/search", post(search))
-        .route("/memory/{user_id}/orchestrated-search", post(orchestrated_search))
-        .route("/memory/{user_id}/user-entity", get(user_entity))
-        .route("/memory/{user_id}/recent-timeline", get(recent_timeline))
-        .route("/memory/{user_id}/process-session", post(process_session))
-        .route("/memory/{user_id}/commit-session", post(commit_session))
-        .route("/memory/{user_id}/process-and-commit", post(process_and_commit))
-        .route("/memory/{user_id}/rebuild-index", post(rebuild_index))
-        .route("/memory/{user_id}/status", get(status))
-        .route("/memory/{user_id}/validate", get(validate))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(onboard))
+        .routes(routes!(onboard_status))
+        .routes(routes!(context))
+        .routes(routes!(search))
+        .routes(routes!(orchestrated_search))
+        .routes(routes!(user_entity))
+        .routes(routes!(recent_timeline))
+        .routes(routes!(process_session))
+        .routes(routes!(commit_session))
+        .routes(routes!(process_and_commit))
+        .routes(routes!(rebuild_index))
+        .routes(routes!(status))
+        .routes(routes!(validate))
         .layer(middleware::map_response_with_state(ErrorFamily::FastApi, reshape_errors))
 }
 

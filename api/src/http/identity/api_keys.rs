@@ -2,14 +2,16 @@
 //! made by a logged-in user or an administrator, never by another key, so a key cannot
 //! widen its own scopes.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, post};
-use axum::{Json, Router};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use storage::sql::ApiKey;
 use utoipa::ToSchema;
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::tokens::{new_secret, secret_hash};
 use crate::auth::{API_KEY_PREFIX, Caller, STATIC_KEY_USER, Via, scopes};
@@ -19,10 +21,8 @@ use crate::state::AppState;
 /// Longest key name.
 const MAX_NAME: usize = 100;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/api-keys", post(create).get(list))
-        .route("/api/v1/api-keys/{id}", delete(revoke))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create, list)).routes(routes!(revoke))
 }
 
 /// Keys belong to an account: the static `API_KEY` has none to hold them.

@@ -4,19 +4,21 @@
 //! cloning and syncing the user's memory repo.
 
 use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router, middleware};
+use axum::{Json, middleware};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::github::GitHubError;
 use crate::auth::throttle::ClientAddress;
 use crate::error::{ApiError, AppQuery, ErrorCode, ErrorFamily, reshape_errors};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/auth/github", post(exchange))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(exchange))
         .layer(middleware::map_response_with_state(ErrorFamily::FastApi, reshape_errors))
 }
 

@@ -4,12 +4,14 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, post};
-use axum::{Json, Router, middleware};
+use axum::{Json, middleware};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use storage::sql::{Invite, NewInvite};
 use utoipa::ToSchema;
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::tokens::{new_secret, secret_hash};
 use crate::auth::{Caller, normalize_email};
@@ -21,10 +23,10 @@ const DEFAULT_HOURS: u32 = 7 * 24;
 /// The longest an invitation may last: 30 days.
 const MAX_HOURS: u32 = 30 * 24;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/auth/invites", post(create).get(list))
-        .route("/api/v1/auth/invites/{id}", delete(revoke))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(revoke))
         .layer(middleware::map_response_with_state(ErrorFamily::AiBrain, reshape_errors))
 }
 

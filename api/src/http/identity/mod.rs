@@ -7,12 +7,12 @@ pub mod github;
 pub mod invites;
 pub mod sessions;
 
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .merge(sessions::router())
         .merge(api_keys::router())
         .merge(invites::router())

@@ -4,13 +4,15 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
-use axum::{Json, Router, middleware};
+use axum::{Json, middleware};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use storage::sql::User;
 use utoipa::ToSchema;
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::password::{MAX_PASSWORD, MIN_PASSWORD};
 use crate::auth::throttle::ClientAddress;
@@ -21,13 +23,13 @@ use crate::state::AppState;
 /// Longest email accepted (RFC 5321's path limit).
 const MAX_EMAIL: usize = 254;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/auth/register", post(register))
-        .route("/api/v1/auth/login", post(login))
-        .route("/api/v1/auth/logout", post(logout))
-        .route("/api/v1/auth/refresh", post(refresh))
-        .route("/api/v1/auth/me", get(me))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(refresh))
+        .routes(routes!(me))
         .layer(middleware::map_response_with_state(ErrorFamily::AiBrain, reshape_errors))
 }
 

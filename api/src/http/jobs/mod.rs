@@ -8,16 +8,18 @@ mod shared;
 pub mod stream;
 pub(crate) mod wait;
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use jobs::engine::{QUEUE_FULL_RETRY_AFTER, Submit, SubmitError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use storage::sql::{Job, JobFilter, JobStatus, KindStats, LogLine, WorkerRecord};
 use utoipa::{IntoParams, ToSchema};
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use self::shared::{empty_object, find_job};
 use crate::auth::Caller;
@@ -28,17 +30,17 @@ use crate::state::AppState;
 pub const MAX_BATCH: usize = 10_000;
 const DEFAULT_PAGE: u32 = 50;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/jobs", post(submit).get(list))
-        .route("/api/v1/jobs/batch", post(submit_batch))
-        .route("/api/v1/jobs/{id}", get(get_job))
-        .route("/api/v1/jobs/{id}/cancel", post(cancel))
-        .route("/api/v1/jobs/{id}/retry", post(retry))
-        .route("/api/v1/jobs/{id}/logs", get(logs))
-        .route("/api/v1/jobs/{id}/logs/stream", get(stream::stream))
-        .route("/api/v1/workers", get(workers))
-        .route("/api/v1/queues", get(queues))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(submit, list))
+        .routes(routes!(submit_batch))
+        .routes(routes!(get_job))
+        .routes(routes!(cancel))
+        .routes(routes!(retry))
+        .routes(routes!(logs))
+        .routes(routes!(stream::stream))
+        .routes(routes!(workers))
+        .routes(routes!(queues))
         .merge(schedules::router())
 }
 

@@ -1,24 +1,24 @@
 //! The schedules API: recurring jobs from cron expressions in a time zone. Like jobs, a
 //! schedule belongs to its creator (scopes `jobs:read`, `jobs:rw`); administrators see all.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use storage::sql::Schedule;
 use utoipa::ToSchema;
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::shared::empty_object;
 use crate::auth::Caller;
 use crate::error::{ApiError, AppJson};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/schedules", get(list).post(create))
-        .route("/api/v1/schedules/{id}", get(get_one).patch(update).delete(delete))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(get_one, update, delete))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -84,7 +84,7 @@ pub(crate) async fn submit_and_wait(
     if prefers_async(headers) {
         return Ok(Outcome::Accepted(accepted(&job)));
     }
-    let bound = JOB_WAIT.min(state.config.request_timeout.saturating_sub(Duration::from_secs(2)));
+    let bound = JOB_WAIT.min(state.config.http.request_timeout.saturating_sub(Duration::from_secs(2)));
     match state.engine.wait(&job.id, bound).await? {
         None => Err(ApiError::internal("a submitted job vanished")),
         Some(Waited::Running(job)) => Ok(Outcome::Accepted(accepted(&job))),

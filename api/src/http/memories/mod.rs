@@ -16,14 +16,16 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router, middleware};
+use axum::{Json, middleware};
 use chrono::Utc;
 use serde_json::{Value, json};
 use services::memories::{Memories, MemoriesError, memory_json};
 use storage::sql::{ListFrom, from_millis, to_millis};
 
 pub(crate) use self::device::apply_device_change;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use self::input::{
     CreateBody, DEFAULT_LIST_LIMIT, ListParams, MAX_LIST_LIMIT, UpdateBody, invalid, parse_body,
 };
@@ -31,16 +33,16 @@ use crate::auth::Caller;
 use crate::error::{ApiError, AppQuery, ErrorCode, ErrorFamily, reshape_errors};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/memories", post(create).get(list))
-        .route("/api/v1/memories/search", post(search::search))
-        .route("/api/v1/memories/ingest", post(bulk::ingest))
-        .route("/api/v1/memories/import", post(bulk::import))
-        .route("/api/v1/memories/export", get(bulk::export))
-        .route("/api/v1/memories/sync/updates", get(bulk::updates))
-        .route("/api/v1/memories/{id}", get(read).put(update).delete(delete))
-        .route("/api/v1/memories/{id}/history", get(history))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(search::search))
+        .routes(routes!(bulk::ingest))
+        .routes(routes!(bulk::import))
+        .routes(routes!(bulk::export))
+        .routes(routes!(bulk::updates))
+        .routes(routes!(read, update, delete))
+        .routes(routes!(history))
         .layer(middleware::map_response_with_state(ErrorFamily::AiBrain, reshape_errors))
 }
 
@@ -58,11 +60,11 @@ pub(crate) enum Limited {
 
 impl Limited {
     fn rule(self, state: &AppState) -> (&'static str, u64, Duration) {
-        let limits = &state.config.memory_limits;
+        let limits = &state.config.limits;
         match self {
-            Limited::Search => ("search", limits.search_per_minute, Duration::from_secs(60)),
-            Limited::Ingest => ("ingest", limits.ingest_per_hour, Duration::from_secs(3600)),
-            Limited::Import => ("import", limits.import_per_hour, Duration::from_secs(3600)),
+            Limited::Search => ("search", limits.memory_search_per_minute, Duration::from_secs(60)),
+            Limited::Ingest => ("ingest", limits.memory_ingest_per_hour, Duration::from_secs(3600)),
+            Limited::Import => ("import", limits.memory_import_per_hour, Duration::from_secs(3600)),
         }
     }
 }

@@ -35,9 +35,8 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::middleware;
 use axum::response::Response;
-use axum::routing::get;
-use axum::{Router, middleware};
 use chrono::{SecondsFormat, Utc};
 use futures::StreamExt;
 use serde::Deserialize;
@@ -46,6 +45,9 @@ use services::memories::changes_topic;
 use storage::events::{Event, EventStream};
 use tokio::time::{Instant, MissedTickBehavior, timeout, timeout_at};
 use utoipa::IntoParams;
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, AppQuery, ErrorCode, ErrorFamily, reshape_errors};
@@ -68,9 +70,9 @@ const MAX_CLOSE_REASON: usize = 123;
 /// Longest wait for the client's answer to our close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/sync", get(upgrade))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(upgrade))
         .layer(middleware::map_response_with_state(ErrorFamily::AiBrain, reshape_errors))
 }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -16,7 +16,10 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::http::health::DeliveryWaits;
+/// Per kind with a due job waiting for a delivery: how long the oldest has waited, and
+/// whether a live worker (heard from within `ENGRAM_WORKER_STALE_SECS`, not stopping) claims
+/// the kind; with the workers it read (`http::health::delivery_waits`).
+pub(crate) type DeliveryWaits = (Vec<(String, Duration, bool)>, Vec<storage::sql::WorkerRecord>);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {

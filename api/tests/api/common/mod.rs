@@ -68,7 +68,7 @@ impl TestApp {
     pub(crate) async fn open_database(&self) -> storage::sql::Database {
         let raw = storage::config::RawConfig::layered(self.env.clone(), [], []);
         let config = storage::config::Config::from_raw(&raw).unwrap();
-        storage::sql::Database::connect(&config.database).await.unwrap()
+        storage::sql::Database::connect(&config.backends.database).await.unwrap()
     }
 
     pub(crate) async fn get_json(&self, path: &str) -> serde_json::Value {
