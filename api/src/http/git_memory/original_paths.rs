@@ -8,9 +8,8 @@
 //! memory repo when the user has none, then processes and commits `user_info` as a session.
 //! Not supported: `callback_url` and `template` (refused with 422, never ignored).
 
-use axum::body::to_bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, middleware};
 use chrono::{SecondsFormat, Utc};
@@ -34,13 +33,11 @@ use utoipa_axum::routes;
 use super::{MAX_QUERY, acting_user, check_k};
 use crate::auth::Caller;
 use crate::error::{ApiError, AppJson, AppQuery, ErrorCode, ErrorFamily, reshape_errors};
-use crate::http::jobs::wait::{for_caller, run_job};
+use crate::http::jobs::wait::{Outcome, accepted_body, for_caller, prefers_async, submit_and_wait};
 use crate::state::AppState;
 
 /// The session `onboard` records `user_info` as unless the request names one.
 const ONBOARDING_SESSION: &str = "onboarding";
-/// Largest job result read back to be reshaped.
-const MAX_RESULT_BYTES: usize = 16 * 1024 * 1024;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -103,38 +100,27 @@ pub struct SyncQuery {
     sync: Option<bool>,
 }
 
-/// Runs a write job through `run_job`; a finished job's result is handed to `shape`, a
-/// 202 gains the original's `metadata` (`user_id`, `poll_url`).
+/// Runs a write job, waiting unless `?sync=false` (or, without `sync`, `Prefer:
+/// respond-async`); a finished job's result is handed to `shape`, a 202 gains the original's
+/// `metadata` (`user_id`, `poll_url`).
 async fn run_write(
     state: &AppState,
-    mut headers: HeaderMap,
+    headers: HeaderMap,
     sync: Option<bool>,
     submit: Submit,
     user_id: &str,
     shape: impl FnOnce(Map<String, Value>) -> Value,
 ) -> Result<Response, ApiError> {
-    if let Some(sync) = sync {
-        headers.remove("prefer");
-        if !sync {
-            headers.insert(HeaderName::from_static("prefer"), HeaderValue::from_static("respond-async"));
+    let wait = sync.unwrap_or_else(|| !prefers_async(&headers));
+    Ok(match submit_and_wait(state, wait, submit).await? {
+        Outcome::Finished(Value::Object(fields)) => Json(shape(fields)).into_response(),
+        Outcome::Finished(_) => Json(shape(Map::new())).into_response(),
+        Outcome::Accepted(job) => {
+            let mut queued = accepted_body(&job);
+            queued["metadata"] = json!({"user_id": user_id, "poll_url": queued["status_url"].clone()});
+            (StatusCode::ACCEPTED, Json(queued)).into_response()
         }
-    }
-    let response = run_job(state, &headers, submit).await?;
-    let status = response.status();
-    let body = to_bytes(response.into_body(), MAX_RESULT_BYTES).await.map_err(ApiError::internal)?;
-    let fields = match serde_json::from_slice(&body).map_err(ApiError::internal)? {
-        Value::Object(fields) => fields,
-        _ => Map::new(),
-    };
-    let reply = if status == StatusCode::ACCEPTED {
-        let mut queued = fields;
-        let poll_url = queued.get("status_url").cloned().unwrap_or(Value::Null);
-        queued.insert("metadata".into(), json!({"user_id": user_id, "poll_url": poll_url}));
-        Value::Object(queued)
-    } else {
-        shape(fields)
-    };
-    Ok((status, Json(reply)).into_response())
+    })
 }
 
 /// A finished job in the original's write shape: the job's fields (`staged_files`,

@@ -24,8 +24,8 @@ const JOB_WAIT: Duration = Duration::from_secs(30);
 pub(crate) enum Outcome {
     /// It succeeded within the wait; its result.
     Finished(Value),
-    /// Still running past the wait, or the client asked not to wait: the 202 to send.
-    Accepted(Response),
+    /// Still running past the wait, or the client asked not to wait: answer [`accepted`].
+    Accepted(Box<Job>),
 }
 
 /// A `K` job for the caller, at priority 1: a client is waiting for it.
@@ -43,15 +43,19 @@ pub(crate) fn prefers_async(headers: &HeaderMap) -> bool {
         .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
 }
 
-/// The 202 of a job still running: its id and where to follow it.
-fn accepted(job: &Job) -> Response {
-    let body = json!({
+/// The body of a job still running: its id and where to follow it.
+pub(crate) fn accepted_body(job: &Job) -> Value {
+    json!({
         "job_id": job.id,
         "status": "queued",
         "status_url": format!("/api/v1/jobs/{}", job.id),
         "events_url": format!("/api/v1/jobs/{}/logs/stream", job.id),
-    });
-    (StatusCode::ACCEPTED, Json(body)).into_response()
+    })
+}
+
+/// The 202 of a job still running.
+pub(crate) fn accepted(job: &Job) -> Response {
+    (StatusCode::ACCEPTED, Json(accepted_body(job))).into_response()
 }
 
 /// A job that ended without succeeding, as the route's error.
@@ -73,21 +77,20 @@ fn failed(job: Job) -> ApiError {
     )
 }
 
-/// Submits `submit` and waits for it unless the client sent `Prefer: respond-async`. A job
-/// that fails is an error.
+/// Submits `submit` and, when `wait`, waits for it (bounded). A job that fails is an error.
 pub(crate) async fn submit_and_wait(
     state: &AppState,
-    headers: &HeaderMap,
+    wait: bool,
     submit: Submit,
 ) -> Result<Outcome, ApiError> {
     let (job, _) = state.engine.submit(submit).await?;
-    if prefers_async(headers) {
-        return Ok(Outcome::Accepted(accepted(&job)));
+    if !wait {
+        return Ok(Outcome::Accepted(Box::new(job)));
     }
     let bound = JOB_WAIT.min(state.config.http.request_timeout.saturating_sub(Duration::from_secs(2)));
     match state.engine.wait(&job.id, bound).await? {
         None => Err(ApiError::internal("a submitted job vanished")),
-        Some(Waited::Running(job)) => Ok(Outcome::Accepted(accepted(&job))),
+        Some(Waited::Running(job)) => Ok(Outcome::Accepted(Box::new(job))),
         Some(Waited::Ended(job)) if job.status == JobStatus::Succeeded => {
             Ok(Outcome::Finished(job.result.unwrap_or(Value::Null)))
         }
@@ -95,14 +98,15 @@ pub(crate) async fn submit_and_wait(
     }
 }
 
-/// [`submit_and_wait`], a finished job's result answered as it is with 200.
+/// [`submit_and_wait`] unless the client sent `Prefer: respond-async`; a finished job's
+/// result answered as it is with 200.
 pub(crate) async fn run_job(
     state: &AppState,
     headers: &HeaderMap,
     submit: Submit,
 ) -> Result<Response, ApiError> {
-    Ok(match submit_and_wait(state, headers, submit).await? {
+    Ok(match submit_and_wait(state, !prefers_async(headers), submit).await? {
         Outcome::Finished(result) => Json(result).into_response(),
-        Outcome::Accepted(response) => response,
+        Outcome::Accepted(job) => accepted(&job),
     })
 }

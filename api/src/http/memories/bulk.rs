@@ -22,7 +22,7 @@ use super::input::{ExportParams, ImportBody, IngestBody, UpdatesParams, invalid,
 use super::{Limited, count_use, memories};
 use crate::auth::Caller;
 use crate::error::{ApiError, AppQuery};
-use crate::http::jobs::wait::{Outcome, for_caller, prefers_async, submit_and_wait};
+use crate::http::jobs::wait::{Outcome, accepted, for_caller, prefers_async, submit_and_wait};
 use crate::state::AppState;
 
 const EXPORT_PAGE: i64 = 500;
@@ -43,9 +43,10 @@ pub(crate) async fn ingest(
     caller.require("memories:rw")?;
     let payload = parse_body::<IngestBody>(&body)?.into_payload()?;
     count_use(&state, &caller, Limited::Ingest).await?;
-    Ok(match submit_and_wait(&state, &headers, for_caller::<IngestConversation>(&caller, &payload)).await? {
+    let submit = for_caller::<IngestConversation>(&caller, &payload);
+    Ok(match submit_and_wait(&state, !prefers_async(&headers), submit).await? {
         Outcome::Finished(result) => (StatusCode::CREATED, Json(result)).into_response(),
-        Outcome::Accepted(response) => response,
+        Outcome::Accepted(job) => accepted(&job),
     })
 }
 
@@ -78,12 +79,13 @@ pub(crate) async fn import(
         ImportPlan::Job(items) => items,
     };
     let payload = stage_import(state.backends.blobs.as_ref(), &caller.user.id, &items, deduplicate).await?;
-    Ok(match submit_and_wait(&state, &headers, for_caller::<ImportMemories>(&caller, &payload)).await? {
+    let submit = for_caller::<ImportMemories>(&caller, &payload);
+    Ok(match submit_and_wait(&state, !prefers_async(&headers), submit).await? {
         Outcome::Finished(result) => {
             let body = json!({"success": true, "imported": result["imported"], "skipped": result["skipped"]});
             (StatusCode::CREATED, Json(body)).into_response()
         }
-        Outcome::Accepted(response) => response,
+        Outcome::Accepted(job) => accepted(&job),
     })
 }
 
