@@ -2,7 +2,7 @@
 //! a conversation and add, update or skip each), `import_memories` (a large import, its
 //! checked items kept in the blob store under `imports/` until the job has stored them) and
 //! `index_memory_vectors` (moving vectors a bulk insert left outside the vector index into it);
-//! and how an import is run (`plan_import`: inline or as a job).
+//! and how an import begins (`start_import`: stored in the request, or staged for a job).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,16 +12,16 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use services::llm::LlmClient;
-use services::memories::import::{AsyncProgress, ImportItem};
+use services::memories::import::{AsyncProgress, ImportItem, NoProgress};
 use services::memories::ingest::{Action, IngestContext};
-use services::memories::{Memories, MemoriesError, memory_json};
+use services::memories::{ImportOutcome, Memories, MemoriesError, memory_json};
 use storage::StoreError;
 use storage::blob::{BlobKey, BlobStore, Condition};
 use storage::sql::BacklogSpan;
 
 use super::SYSTEM_OWNER;
 use crate::context::JobContext;
-use crate::engine::{Requester, Submit};
+use crate::engine::{JobEngine, Requester, Submit, SubmitError};
 use crate::error::JobError;
 use crate::kind::{Access, Kind, Policy};
 
@@ -131,7 +131,7 @@ const INDEX_WINDOW_SECS: i64 = 10;
 
 /// How an import of checked items is run.
 #[derive(Debug)]
-pub enum ImportPlan {
+enum ImportPlan {
     /// Small enough to store in the request (then [`backlog_indexing`] when vectors wait).
     Inline(Vec<ImportItem>),
     /// An `import_memories` job over the items [`stage_import`] stored.
@@ -140,7 +140,7 @@ pub enum ImportPlan {
 
 /// Inline for small imports (at most 2,000 items needing at most 64 local embeddings), unless
 /// the client asked not to wait; a job otherwise.
-pub fn plan_import(memories: &Memories, items: Vec<ImportItem>, prefers_async: bool) -> ImportPlan {
+fn plan_import(memories: &Memories, items: Vec<ImportItem>, prefers_async: bool) -> ImportPlan {
     let to_embed = if memories.embedder().is_some() {
         items.iter().filter(|i| i.embedding.is_none()).count()
     } else {
@@ -153,8 +153,58 @@ pub fn plan_import(memories: &Memories, items: Vec<ImportItem>, prefers_async: b
     }
 }
 
+/// How an import began.
+#[derive(Debug)]
+pub enum ImportStart {
+    /// Stored in the request.
+    Stored(ImportOutcome),
+    /// Staged for an `import_memories` job, whose payload this is: the caller submits it.
+    Staged(ImportPayload),
+}
+
+/// Why an import could not begin.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error(transparent)]
+    Memories(#[from] MemoriesError),
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
+}
+
+impl From<StoreError> for ImportError {
+    fn from(e: StoreError) -> Self {
+        ImportError::Memories(MemoriesError::Store(e))
+    }
+}
+
+/// Begins an import of `owner`'s checked items: a small one (see [`plan_import`]) is stored
+/// now, with an indexing job for any vectors it left outside the vector index; a large one,
+/// or one whose client asked not to wait, is staged for an `import_memories` job.
+pub async fn start_import(
+    engine: &JobEngine,
+    memories: &Memories,
+    blobs: &dyn BlobStore,
+    owner: &str,
+    items: Vec<ImportItem>,
+    deduplicate: bool,
+    prefers_async: bool,
+) -> Result<ImportStart, ImportError> {
+    match plan_import(memories, items, prefers_async) {
+        ImportPlan::Inline(items) => {
+            let outcome = memories.import_in_chunks(owner, items, deduplicate, NoProgress).await?;
+            if memories.store.backlog_span(owner).await?.is_some() {
+                engine.submit(backlog_indexing(owner, Utc::now())).await?;
+            }
+            Ok(ImportStart::Stored(outcome))
+        }
+        ImportPlan::Job(items) => {
+            Ok(ImportStart::Staged(stage_import(blobs, owner, &items, deduplicate).await?))
+        }
+    }
+}
+
 /// Stores `items` where an `import_memories` job of `owner` reads them; its payload.
-pub async fn stage_import(
+async fn stage_import(
     blobs: &dyn BlobStore,
     owner: &str,
     items: &[ImportItem],
@@ -171,7 +221,7 @@ pub async fn stage_import(
 /// client importing batch after batch is not slowed by index inserts in between (a job that
 /// still finds the owner importing defers to the next window's; the upkeep schedule's sweep
 /// catches any this misses). Submitting it twice in a window is a no-op (idempotency key).
-pub fn backlog_indexing(owner: &str, now: DateTime<Utc>) -> Submit {
+fn backlog_indexing(owner: &str, now: DateTime<Utc>) -> Submit {
     let window = now.timestamp() / INDEX_WINDOW_SECS;
     let quiet = IMPORT_QUIET.as_secs() as i64;
     let mut submit = Submit::of::<IndexMemoryVectors>(&IndexVectorsPayload {}, owner, Requester::Engram);

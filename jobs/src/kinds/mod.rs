@@ -11,8 +11,8 @@ pub use git_memory::{
     UserPayload, ensure_sync_schedule,
 };
 pub use memories::{
-    IMPORT_QUIET, ImportMemories, ImportPayload, ImportPlan, IndexMemoryVectors, IndexVectorsPayload,
-    IngestConversation, IngestPayload, backlog_indexing, import_items_key, plan_import, stage_import,
+    IMPORT_QUIET, ImportError, ImportMemories, ImportPayload, ImportStart, IndexMemoryVectors,
+    IndexVectorsPayload, IngestConversation, IngestPayload, import_items_key, start_import,
 };
 pub use noop::{EFFECTS_NAMESPACE, Noop, NoopPayload};
 pub use tombstone_gc::{

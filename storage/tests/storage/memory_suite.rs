@@ -24,6 +24,7 @@ storage::store_suite!(
         keyword_search_stems_and_skips_history,
         the_change_feed_pages_and_reports_deletes,
         inserts_are_idempotent_on_client_ids,
+        long_lists_of_ids_and_contents_are_one_call_each,
         concurrent_writers_get_distinct_sequence_numbers,
         bulk_inserts_are_searchable_before_and_after_their_vectors_are_indexed,
     ]
@@ -437,6 +438,35 @@ async fn inserts_are_idempotent_on_client_ids(store: Arc<dyn MemoryStore>) {
     let exported = store.export_page("kim", None, 1, true).await.unwrap();
     assert_eq!(ids(&exported), ["client-1"]);
     assert_eq!(ids(&store.export_page("kim", Some("client-1"), 10, false).await.unwrap()), ["client-2"]);
+}
+
+/// Thousands of client ids, contents and reads in one call each, on every backend; ids named
+/// twice, or not the owner's, count once or not at all.
+async fn long_lists_of_ids_and_contents_are_one_call_each(store: Arc<dyn MemoryStore>) {
+    const COUNT: usize = 3_000;
+    let batch: Vec<NewMemory> = (0..COUNT)
+        .map(|i| NewMemory { id: Some(format!("bulk-{i:05}")), ..new(&format!("bulk fact number {i}")) })
+        .collect();
+    let first = store.insert("nia", batch.clone()).await.unwrap();
+    assert!(first.iter().all(|o| matches!(o, Inserted::Created(_))));
+    let again = store.insert("nia", batch.clone()).await.unwrap();
+    assert!(again.iter().all(|o| matches!(o, Inserted::ExistingId(_))), "every id is taken now");
+    assert_eq!(store.count("nia").await.unwrap(), COUNT as i64);
+
+    let mut contents: Vec<String> = batch.iter().map(|m| m.content.to_uppercase()).collect();
+    contents.push("never stored".into());
+    let found: HashSet<String> =
+        store.existing_contents("nia", &contents).await.unwrap().into_iter().collect();
+    assert_eq!(found.len(), COUNT);
+    assert!(store.existing_contents("omar", &contents).await.unwrap().is_empty(), "another owner's");
+
+    let mut reads: Vec<String> = batch.iter().filter_map(|m| m.id.clone()).collect();
+    reads.extend(reads.clone());
+    store.record_access("nia", &reads).await.unwrap();
+    store.record_access("omar", &reads).await.unwrap();
+    let page = store.export_page("nia", None, COUNT as i64, false).await.unwrap();
+    assert_eq!(page.len(), COUNT);
+    assert!(page.iter().all(|m| m.access_count == 1), "one read each, however often named");
 }
 
 async fn concurrent_writers_get_distinct_sequence_numbers(store: Arc<dyn MemoryStore>) {

@@ -8,13 +8,9 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 use futures::StreamExt;
-use jobs::kinds::{
-    ImportMemories, ImportPlan, IngestConversation, backlog_indexing, plan_import, stage_import,
-};
+use jobs::kinds::{ImportMemories, ImportStart, IngestConversation, start_import};
 use serde_json::{Value, json};
-use services::memories::import::NoProgress;
 use services::memories::{change_json, decode_cursor, encode_cursor, memory_json};
 use storage::sql::{ChangesFrom, MemoryChange};
 
@@ -67,18 +63,23 @@ pub(crate) async fn import(
     let (items, deduplicate) = parse_body::<ImportBody>(&body)?
         .into_items(|v| service.check_vector(v).map_err(|e| e.to_string()))?;
     count_use(&state, &caller, Limited::Import).await?;
-    let items = match plan_import(&service, items, prefers_async(&headers)) {
-        ImportPlan::Inline(items) => {
-            let outcome = service.import_in_chunks(&caller.user.id, items, deduplicate, NoProgress).await?;
-            if service.store.backlog_span(&caller.user.id).await?.is_some() {
-                state.engine.submit(backlog_indexing(&caller.user.id, Utc::now())).await?;
-            }
+    let blobs = state.backends.blobs.as_ref();
+    let start = start_import(
+        &state.engine,
+        &service,
+        blobs,
+        &caller.user.id,
+        items,
+        deduplicate,
+        prefers_async(&headers),
+    );
+    let payload = match start.await? {
+        ImportStart::Stored(outcome) => {
             let body = json!({"success": true, "imported": outcome.imported, "skipped": outcome.skipped});
             return Ok((StatusCode::CREATED, Json(body)).into_response());
         }
-        ImportPlan::Job(items) => items,
+        ImportStart::Staged(payload) => payload,
     };
-    let payload = stage_import(state.backends.blobs.as_ref(), &caller.user.id, &items, deduplicate).await?;
     let submit = for_caller::<ImportMemories>(&caller, &payload);
     Ok(match submit_and_wait(&state, !prefers_async(&headers), submit).await? {
         Outcome::Finished(result) => {

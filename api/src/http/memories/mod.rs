@@ -18,6 +18,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, middleware};
 use chrono::Utc;
+use jobs::kinds::ImportError;
 use serde_json::{Value, json};
 use services::memories::{Memories, MemoriesError, memory_json};
 use storage::sql::{ListFrom, from_millis, to_millis};
@@ -81,6 +82,15 @@ pub(crate) async fn count_use(state: &AppState, caller: &Caller, route: Limited)
         ));
     }
     Ok(())
+}
+
+impl From<ImportError> for ApiError {
+    fn from(e: ImportError) -> Self {
+        match e {
+            ImportError::Memories(e) => e.into(),
+            ImportError::Submit(e) => e.into(),
+        }
+    }
 }
 
 impl From<MemoriesError> for ApiError {

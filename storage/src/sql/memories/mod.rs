@@ -8,11 +8,15 @@
 //! exact scan over a per-owner in-memory matrix on SQLite ([`vectors`]); keyword search is
 //! PostgreSQL full-text (English stemming and stop words) or SQLite FTS5 (Porter stemming,
 //! stop words dropped from the query here).
+//!
+//! [`store`] holds the method bodies both backends share; `sqlite` and `postgres` hold what
+//! each does its own way (row encoding, bulk insert, the searches, the vector backlog).
 
 mod postgres;
 mod query;
 mod shared;
 mod sqlite;
+mod store;
 mod vectors;
 
 use async_trait::async_trait;

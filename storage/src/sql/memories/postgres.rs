@@ -11,23 +11,35 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use async_trait::async_trait;
-use chrono::Utc;
 use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::{FromRow, PgConnection, PgPool, Postgres, QueryBuilder};
 
 use super::query::content_key;
-use super::shared::{
-    COLUMNS, NEXT_SEQS, RowColumns, UPSERT_TOMBSTONE, apply_patch, change_list, changed_after, materialise,
-    page_of,
-};
-use super::{
-    BACKLOG_FROM_VECTORS, BacklogSpan, ChangePage, ChangesFrom, Deleted, Inserted, ListFrom, Memory,
-    MemoryFilter, MemoryPatch, MemoryStore, NewMemory, ScoredMemory,
-};
+use super::shared::{RowColumns, memory_columns};
+use super::store::MemorySql;
+use super::{BacklogSpan, Memory, MemoryFilter, ScoredMemory};
 use crate::error::{StoreError, StoreResult};
 use crate::sql::millis::{from_millis, to_millis};
+
+/// `= ANY(ARRAY(…))` makes a list an index condition (see the job store).
+pub(super) const SQL: MemorySql = MemorySql {
+    begin_write: "BEGIN",
+    snapshot: Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"),
+    taken_ids: "SELECT id FROM memories WHERE owner = $1 \
+         AND id = ANY(ARRAY(SELECT jsonb_array_elements_text($2)))",
+    clear_tombstones: "DELETE FROM memory_tombstones WHERE owner = $1 \
+         AND id = ANY(ARRAY(SELECT jsonb_array_elements_text($2)))",
+    // A count lost to a crash is harmless, so this write does not wait for the WAL flush
+    // (`set_config(.., true)` holds until the statement's own transaction commits). In id
+    // order, so searches counting the same memories lock their rows in one order.
+    record_access: "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)) \
+         INSERT INTO memory_reads (owner, id, reads) SELECT m.owner, m.id, 1 FROM memories m, relaxed \
+         WHERE m.owner = $1 AND m.id = ANY(ARRAY(SELECT jsonb_array_elements_text($2))) AND m.valid_to IS NULL \
+         ORDER BY m.id ON CONFLICT (owner, id) DO UPDATE SET reads = memory_reads.reads + 1",
+    existing_contents: "SELECT DISTINCT content_key FROM memories WHERE owner = $1 AND valid_to IS NULL \
+         AND content_key = ANY(ARRAY(SELECT jsonb_array_elements_text($2)))",
+};
 
 /// The dimension the migration indexes (all-MiniLM-L6-v2's).
 const MIGRATED_DIMS: usize = 384;
@@ -36,7 +48,7 @@ const MIGRATED_DIMS: usize = 384;
 const DEFAULT_EF_SEARCH: i64 = 40;
 
 pub struct PostgresMemories {
-    pool: PgPool,
+    pub(super) pool: PgPool,
     /// Dimensions whose HNSW index is known to exist.
     indexed: Mutex<HashSet<usize>>,
 }
@@ -68,322 +80,94 @@ impl PostgresMemories {
         Ok(())
     }
 
-    async fn live_row(conn: &mut PgConnection, owner: &str, id: &str) -> StoreResult<Option<Memory>> {
-        let row: Option<MemoryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS}, m.embedding::real[] AS embedding FROM memories m \
-             WHERE m.owner = $1 AND m.id = $2 AND m.valid_to IS NULL FOR UPDATE"
-        )))
-        .bind(owner)
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-        row.map(MemoryRow::into_memory).transpose()
-    }
-
-    async fn next_seqs(conn: &mut PgConnection, owner: &str, count: i64) -> StoreResult<i64> {
-        Ok(sqlx::query_scalar(NEXT_SEQS).bind(owner).bind(count).fetch_one(&mut *conn).await?)
-    }
-}
-
-/// Appends `AND ...` conditions for `filter` on the alias `m`.
-fn push_filter(query: &mut QueryBuilder<Postgres>, filter: &MemoryFilter) {
-    if let Some(memory_type) = filter.memory_type {
-        query.push(" AND m.memory_type = ").push_bind(memory_type.as_str());
-    }
-    if let Some(scope) = filter.scope {
-        query.push(" AND m.scope = ").push_bind(scope.as_str());
-    }
-    if let Some(platform) = &filter.platform {
-        query.push(" AND m.source_platform = ").push_bind(platform.clone());
-    }
-    if !filter.tags_all.is_empty() {
-        query.push(" AND m.tags @> ").push_bind(filter.tags_all.clone());
-    }
-    if !filter.tags_any.is_empty() {
-        query.push(" AND m.tags && ").push_bind(filter.tags_any.clone());
-    }
-    if let Some(start) = filter.start {
-        query.push(" AND m.created_at >= ").push_bind(to_millis(start));
-    }
-    if let Some(end) = filter.end {
-        query.push(" AND m.created_at <= ").push_bind(to_millis(end));
-    }
-}
-
-#[derive(FromRow)]
-struct MemoryRow {
-    #[sqlx(flatten)]
-    columns: RowColumns,
-    tags: Vec<String>,
-    provenance: Option<Json<Value>>,
-    embedding: Option<Vec<f32>>,
-}
-
-impl MemoryRow {
-    fn into_memory(self) -> StoreResult<Memory> {
-        self.columns.into_memory(self.tags, self.provenance.map(|p| p.0), self.embedding)
-    }
-}
-
-/// One side of the semantic search: the `limit` nearest live vectors of `dims` that are in
-/// the HNSW index (`pending == false`) or wait for it, with their cosine `distance`.
-fn push_nearest(
-    query: &mut QueryBuilder<Postgres>,
-    owner: &str,
-    vector: &[f32],
-    filter: &MemoryFilter,
-    limit: i64,
-    pending: bool,
-) {
-    let dims = vector.len();
-    let distance = |query: &mut QueryBuilder<Postgres>| {
-        query.push(format!("m.embedding::vector({dims}) <=> "));
-        query.push_bind(vector.to_vec()).push(format!("::real[]::vector({dims})"));
-    };
-    query.push(format!("(SELECT {COLUMNS}, NULL::real[] AS embedding, ("));
-    distance(query);
-    // The literal conditions match the partial indexes' predicates, so the planner can use them.
-    let not = if pending { "" } else { "NOT " };
-    query.push(format!(
-        ")::float8 AS distance FROM memories m WHERE m.embedding_dims = {dims} AND m.valid_to IS NULL \
-         AND {not}m.vector_pending AND m.owner = "
-    ));
-    query.push_bind(owner.to_string());
-    if pending {
-        // Uncorrelated, so PostgreSQL checks it once and skips the scan when it is false.
-        query.push(" AND EXISTS (SELECT 1 FROM memories b WHERE b.vector_pending AND b.owner = ");
-        query.push_bind(owner.to_string()).push(")");
-    }
-    push_filter(query, filter);
-    query.push(" ORDER BY ");
-    distance(query);
-    query.push(" LIMIT ").push_bind(limit).push(")");
-}
-
-#[derive(FromRow)]
-struct ScoredRow {
-    #[sqlx(flatten)]
-    row: MemoryRow,
-    score: f64,
-}
-
-/// Inserts `memories` with one statement: every column an array, vectors one flat array
-/// sliced per row; `to_backlog` leaves the vectors out of the HNSW index for now.
-async fn insert_rows(conn: &mut PgConnection, memories: &[Memory], to_backlog: bool) -> StoreResult<()> {
-    if memories.is_empty() {
-        return Ok(());
-    }
-    let mut flat: Vec<f32> = Vec::new();
-    let mut offsets: Vec<Option<i32>> = Vec::with_capacity(memories.len());
-    let mut dims: Vec<Option<i32>> = Vec::with_capacity(memories.len());
-    for memory in memories {
-        match &memory.embedding {
-            Some(vector) => {
-                offsets
-                    .push(Some(i32::try_from(flat.len()).map_err(|e| StoreError::backend("database", e))?));
-                dims.push(Some(vector.len() as i32));
-                flat.extend_from_slice(vector);
-            }
-            None => {
-                offsets.push(None);
-                dims.push(None);
-            }
+    /// A filter's tag conditions on the alias `m` (the GIN index answers both).
+    pub(super) fn push_tags(query: &mut QueryBuilder<Postgres>, filter: &MemoryFilter) {
+        if !filter.tags_all.is_empty() {
+            query.push(" AND m.tags @> ").push_bind(filter.tags_all.clone());
+        }
+        if !filter.tags_any.is_empty() {
+            query.push(" AND m.tags && ").push_bind(filter.tags_any.clone());
         }
     }
-    let column =
-        |f: &dyn Fn(&Memory) -> Option<String>| memories.iter().map(f).collect::<Vec<Option<String>>>();
-    sqlx::query(
-        "INSERT INTO memories (owner, id, content, content_key, memory_type, scope, source_url, source_platform, \
-         source_timestamp, source_conversation_id, confidence, access_count, tags, created_at, updated_at, \
-         valid_from, valid_to, superseded_by, provenance, seq, embedding, embedding_dims, vector_pending) \
-         SELECT r.owner, r.id, r.content, r.content_key, r.memory_type, r.scope, r.source_url, r.source_platform, \
-         r.source_timestamp, r.source_conversation_id, r.confidence, r.access_count, \
-         ARRAY(SELECT jsonb_array_elements_text(r.tags::jsonb)), r.created_at, r.updated_at, r.valid_from, \
-         r.valid_to, r.superseded_by, r.provenance::jsonb, r.seq, \
-         CASE WHEN r.dims IS NULL THEN NULL ELSE ($21::real[])[r.off + 1 : r.off + r.dims]::vector END, r.dims, \
-         r.dims IS NOT NULL AND $24 \
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
-         $8::text[], $9::int8[], $10::text[], $11::float8[], $12::int8[], $13::text[], $14::int8[], $15::int8[], \
-         $16::int8[], $17::int8[], $18::text[], $19::text[], $20::int8[], $22::int4[], $23::int4[]) \
-         AS r(owner, id, content, content_key, memory_type, scope, source_url, source_platform, source_timestamp, \
-         source_conversation_id, confidence, access_count, tags, created_at, updated_at, valid_from, valid_to, \
-         superseded_by, provenance, seq, off, dims)",
-    )
-    .bind(memories.iter().map(|m| m.owner.clone()).collect::<Vec<_>>())
-    .bind(memories.iter().map(|m| m.id.clone()).collect::<Vec<_>>())
-    .bind(memories.iter().map(|m| m.content.clone()).collect::<Vec<_>>())
-    .bind(memories.iter().map(|m| content_key(&m.content)).collect::<Vec<_>>())
-    .bind(memories.iter().map(|m| m.memory_type.as_str().to_string()).collect::<Vec<_>>())
-    .bind(memories.iter().map(|m| m.scope.as_str().to_string()).collect::<Vec<_>>())
-    .bind(column(&|m| m.source_url.clone()))
-    .bind(column(&|m| m.source_platform.clone()))
-    .bind(memories.iter().map(|m| m.source_timestamp.map(to_millis)).collect::<Vec<_>>())
-    .bind(column(&|m| m.source_conversation_id.clone()))
-    .bind(memories.iter().map(|m| m.confidence).collect::<Vec<_>>())
-    .bind(memories.iter().map(|m| m.access_count).collect::<Vec<_>>())
-    .bind(memories.iter().map(|m| serde_json::to_string(&m.tags).unwrap_or_else(|_| "[]".into())).collect::<Vec<_>>())
-    .bind(memories.iter().map(|m| to_millis(m.created_at)).collect::<Vec<_>>())
-    .bind(memories.iter().map(|m| to_millis(m.updated_at)).collect::<Vec<_>>())
-    .bind(memories.iter().map(|m| to_millis(m.valid_from)).collect::<Vec<_>>())
-    .bind(memories.iter().map(|m| m.valid_to.map(to_millis)).collect::<Vec<_>>())
-    .bind(column(&|m| m.superseded_by.clone()))
-    .bind(column(&|m| m.provenance.as_ref().map(Value::to_string)))
-    .bind(memories.iter().map(|m| m.seq).collect::<Vec<_>>())
-    .bind(flat)
-    .bind(offsets)
-    .bind(dims)
-    .bind(to_backlog)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
 
-#[async_trait]
-impl MemoryStore for PostgresMemories {
-    async fn insert(&self, owner: &str, memories: Vec<NewMemory>) -> StoreResult<Vec<Inserted>> {
+    /// Inserts `memories` with one statement: every column an array, vectors one flat array
+    /// sliced per row; `to_backlog` leaves the vectors out of the HNSW index for now.
+    pub(super) async fn insert_rows(
+        conn: &mut PgConnection,
+        memories: &[Memory],
+        to_backlog: bool,
+    ) -> StoreResult<()> {
         if memories.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
-        let count = memories.len() as i64;
-        let last = Self::next_seqs(&mut tx, owner, count).await?;
-        let given: Vec<String> = memories.iter().filter_map(|m| m.id.clone()).collect();
-        let mut taken: HashSet<String> = if given.is_empty() {
-            HashSet::new()
-        } else {
-            sqlx::query_scalar("SELECT id FROM memories WHERE owner = $1 AND id = ANY($2)")
-                .bind(owner)
-                .bind(&given)
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .collect()
-        };
-        let now = Utc::now();
-        let mut outcomes = Vec::with_capacity(memories.len());
-        let mut rows = Vec::with_capacity(memories.len());
-        for (offset, new) in memories.into_iter().enumerate() {
-            if let Some(id) = &new.id
-                && !taken.insert(id.clone())
-            {
-                outcomes.push(Inserted::ExistingId(id.clone()));
-                continue;
+        let mut flat: Vec<f32> = Vec::new();
+        let mut offsets: Vec<Option<i32>> = Vec::with_capacity(memories.len());
+        let mut dims: Vec<Option<i32>> = Vec::with_capacity(memories.len());
+        for memory in memories {
+            match &memory.embedding {
+                Some(vector) => {
+                    offsets.push(Some(
+                        i32::try_from(flat.len()).map_err(|e| StoreError::backend("database", e))?,
+                    ));
+                    dims.push(Some(vector.len() as i32));
+                    flat.extend_from_slice(vector);
+                }
+                None => {
+                    offsets.push(None);
+                    dims.push(None);
+                }
             }
-            let memory = materialise(owner, new, last - count + 1 + offset as i64, now);
-            rows.push(memory.clone());
-            outcomes.push(Inserted::Created(Box::new(memory)));
         }
-        let vectors = rows.iter().filter(|m| m.embedding.is_some()).count();
-        insert_rows(&mut tx, &rows, vectors > BACKLOG_FROM_VECTORS).await?;
-        let ids: Vec<String> = rows.iter().map(|m| m.id.clone()).collect();
-        sqlx::query("DELETE FROM memory_tombstones WHERE owner = $1 AND id = ANY($2)")
-            .bind(owner)
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(outcomes)
-    }
-
-    async fn get(&self, owner: &str, id: &str, with_vector: bool) -> StoreResult<Option<Memory>> {
-        let vector = if with_vector { "m.embedding::real[]" } else { "NULL::real[]" };
-        let row: Option<MemoryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS}, {vector} AS embedding FROM memories m WHERE m.owner = $1 AND m.id = $2"
-        )))
-        .bind(owner)
-        .bind(id)
-        .fetch_optional(&self.pool)
+        let column =
+            |f: &dyn Fn(&Memory) -> Option<String>| memories.iter().map(f).collect::<Vec<Option<String>>>();
+        sqlx::query(
+            "INSERT INTO memories (owner, id, content, content_key, memory_type, scope, source_url, source_platform, \
+             source_timestamp, source_conversation_id, confidence, access_count, tags, created_at, updated_at, \
+             valid_from, valid_to, superseded_by, provenance, seq, embedding, embedding_dims, vector_pending) \
+             SELECT r.owner, r.id, r.content, r.content_key, r.memory_type, r.scope, r.source_url, r.source_platform, \
+             r.source_timestamp, r.source_conversation_id, r.confidence, r.access_count, \
+             ARRAY(SELECT jsonb_array_elements_text(r.tags::jsonb)), r.created_at, r.updated_at, r.valid_from, \
+             r.valid_to, r.superseded_by, r.provenance::jsonb, r.seq, \
+             CASE WHEN r.dims IS NULL THEN NULL ELSE ($21::real[])[r.off + 1 : r.off + r.dims]::vector END, r.dims, \
+             r.dims IS NOT NULL AND $24 \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+             $8::text[], $9::int8[], $10::text[], $11::float8[], $12::int8[], $13::text[], $14::int8[], $15::int8[], \
+             $16::int8[], $17::int8[], $18::text[], $19::text[], $20::int8[], $22::int4[], $23::int4[]) \
+             AS r(owner, id, content, content_key, memory_type, scope, source_url, source_platform, source_timestamp, \
+             source_conversation_id, confidence, access_count, tags, created_at, updated_at, valid_from, valid_to, \
+             superseded_by, provenance, seq, off, dims)",
+        )
+        .bind(memories.iter().map(|m| m.owner.clone()).collect::<Vec<_>>())
+        .bind(memories.iter().map(|m| m.id.clone()).collect::<Vec<_>>())
+        .bind(memories.iter().map(|m| m.content.clone()).collect::<Vec<_>>())
+        .bind(memories.iter().map(|m| content_key(&m.content)).collect::<Vec<_>>())
+        .bind(memories.iter().map(|m| m.memory_type.as_str().to_string()).collect::<Vec<_>>())
+        .bind(memories.iter().map(|m| m.scope.as_str().to_string()).collect::<Vec<_>>())
+        .bind(column(&|m| m.source_url.clone()))
+        .bind(column(&|m| m.source_platform.clone()))
+        .bind(memories.iter().map(|m| m.source_timestamp.map(to_millis)).collect::<Vec<_>>())
+        .bind(column(&|m| m.source_conversation_id.clone()))
+        .bind(memories.iter().map(|m| m.confidence).collect::<Vec<_>>())
+        .bind(memories.iter().map(|m| m.access_count).collect::<Vec<_>>())
+        .bind(memories.iter().map(|m| serde_json::to_string(&m.tags).unwrap_or_else(|_| "[]".into())).collect::<Vec<_>>())
+        .bind(memories.iter().map(|m| to_millis(m.created_at)).collect::<Vec<_>>())
+        .bind(memories.iter().map(|m| to_millis(m.updated_at)).collect::<Vec<_>>())
+        .bind(memories.iter().map(|m| to_millis(m.valid_from)).collect::<Vec<_>>())
+        .bind(memories.iter().map(|m| m.valid_to.map(to_millis)).collect::<Vec<_>>())
+        .bind(column(&|m| m.superseded_by.clone()))
+        .bind(column(&|m| m.provenance.as_ref().map(Value::to_string)))
+        .bind(memories.iter().map(|m| m.seq).collect::<Vec<_>>())
+        .bind(flat)
+        .bind(offsets)
+        .bind(dims)
+        .bind(to_backlog)
+        .execute(&mut *conn)
         .await?;
-        row.map(MemoryRow::into_memory).transpose()
+        Ok(())
     }
 
-    async fn update(&self, owner: &str, id: &str, patch: MemoryPatch) -> StoreResult<Option<Memory>> {
-        let mut tx = self.pool.begin().await?;
-        // The owner's seq first: it serialises the owner's writes, so the row read next is
-        // the one this update replaces.
-        let seq = Self::next_seqs(&mut tx, owner, 1).await?;
-        let Some(current) = Self::live_row(&mut tx, owner, id).await? else {
-            tx.rollback().await?;
-            return Ok(None);
-        };
-        if !patch.changes(&current) {
-            tx.rollback().await?;
-            return Ok(Some(Memory { embedding: None, ..current }));
-        }
-        let (next, history) = apply_patch(&current, patch, seq, Utc::now());
-        sqlx::query("DELETE FROM memories WHERE owner = $1 AND id = $2")
-            .bind(owner)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        let rows: Vec<Memory> = history.into_iter().chain([next.clone()]).collect();
-        insert_rows(&mut tx, &rows, false).await?;
-        tx.commit().await?;
-        Ok(Some(Memory { embedding: None, ..next }))
-    }
-
-    async fn delete(&self, owner: &str, id: &str) -> StoreResult<Option<Deleted>> {
-        let mut tx = self.pool.begin().await?;
-        let seq = Self::next_seqs(&mut tx, owner, 1).await?;
-        let removed = sqlx::query("DELETE FROM memories WHERE owner = $1 AND (id = $2 OR superseded_by = $2) \
-                                   AND EXISTS (SELECT 1 FROM memories l WHERE l.owner = $1 AND l.id = $2 AND l.valid_to IS NULL)")
-            .bind(owner)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        if removed.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        let now = Utc::now();
-        sqlx::query(UPSERT_TOMBSTONE)
-            .bind(owner)
-            .bind(id)
-            .bind(seq)
-            .bind(to_millis(now))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Some(Deleted { id: id.to_string(), seq, deleted_at: now }))
-    }
-
-    async fn list(
-        &self,
-        owner: &str,
-        filter: &MemoryFilter,
-        from: &ListFrom,
-        limit: i64,
-    ) -> StoreResult<Vec<Memory>> {
-        let mut query = QueryBuilder::<Postgres>::new(format!(
-            "SELECT {COLUMNS}, NULL::real[] AS embedding FROM memories m WHERE m.valid_to IS NULL AND m.owner = "
-        ));
-        query.push_bind(owner.to_string());
-        push_filter(&mut query, filter);
-        if let ListFrom::After { created_at, id } = from {
-            query.push(" AND (m.created_at, m.id) < (").push_bind(to_millis(*created_at)).push(", ");
-            query.push_bind(id.clone()).push(")");
-        }
-        query.push(" ORDER BY m.created_at DESC, m.id DESC LIMIT ").push_bind(limit);
-        if let ListFrom::Offset(offset) = from {
-            query.push(" OFFSET ").push_bind(*offset);
-        }
-        let rows = query.build_query_as::<MemoryRow>().fetch_all(&self.pool).await?;
-        rows.into_iter().map(MemoryRow::into_memory).collect()
-    }
-
-    async fn history(&self, owner: &str, id: &str) -> StoreResult<Vec<Memory>> {
-        let rows: Vec<MemoryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS}, NULL::real[] AS embedding FROM memories m WHERE m.owner = $1 AND m.superseded_by = $2 \
-             ORDER BY m.valid_to DESC, m.seq DESC"
-        )))
-        .bind(owner)
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(MemoryRow::into_memory).collect()
-    }
-
-    async fn semantic(
+    /// The nearest live vectors: the HNSW index, and the owner's backlog scanned exactly.
+    pub(super) async fn nearest(
         &self,
         owner: &str,
         vector: &[f32],
@@ -419,7 +203,8 @@ impl MemoryStore for PostgresMemories {
         rows.into_iter().map(|r| Ok(ScoredMemory { score: r.score, memory: r.row.into_memory()? })).collect()
     }
 
-    async fn keyword(
+    /// Full-text matches of any of `terms`, best first by `ts_rank`.
+    pub(super) async fn best_matches(
         &self,
         owner: &str,
         terms: &[String],
@@ -432,39 +217,22 @@ impl MemoryStore for PostgresMemories {
             return Ok(Vec::new());
         }
         let tsquery = terms.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(" | ");
-        let mut query = QueryBuilder::<Postgres>::new(format!(
-            "SELECT {COLUMNS}, NULL::real[] AS embedding, ts_rank(m.search, q, 1)::float8 AS score \
+        let mut query = QueryBuilder::<Postgres>::new(concat!(
+            "SELECT ",
+            memory_columns!(),
+            ", NULL::real[] AS embedding, ts_rank(m.search, q, 1)::float8 AS score \
              FROM memories m, to_tsquery('english', "
         ));
         query.push_bind(tsquery).push(") q WHERE m.search @@ q AND m.valid_to IS NULL AND m.owner = ");
         query.push_bind(owner.to_string());
-        push_filter(&mut query, filter);
+        Self::push_filter(&mut query, filter);
         query.push(" ORDER BY score DESC, m.id LIMIT ").push_bind(limit);
         let rows = query.build_query_as::<ScoredRow>().fetch_all(&self.pool).await?;
         rows.into_iter().map(|r| Ok(ScoredMemory { score: r.score, memory: r.row.into_memory()? })).collect()
     }
 
-    async fn record_access(&self, owner: &str, ids: &[String]) -> StoreResult<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        // A count lost to a crash is harmless, so this write does not wait for the WAL flush
-        // (`set_config(.., true)` holds until the statement's own transaction commits). In id
-        // order, so searches counting the same memories lock their rows in one order.
-        sqlx::query(
-            "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)) \
-             INSERT INTO memory_reads (owner, id, reads) SELECT m.owner, m.id, 1 FROM memories m, relaxed \
-             WHERE m.owner = $1 AND m.id = ANY($2) AND m.valid_to IS NULL ORDER BY m.id \
-             ON CONFLICT (owner, id) DO UPDATE SET reads = memory_reads.reads + 1",
-        )
-        .bind(owner)
-        .bind(ids)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn index_backlog(&self, owner: Option<&str>, limit: i64) -> StoreResult<Option<u64>> {
+    /// Moves up to `limit` pending vectors into the HNSW index.
+    pub(super) async fn drain_backlog(&self, owner: Option<&str>, limit: i64) -> StoreResult<Option<u64>> {
         // One drainer at a time: HNSW inserts into one index gain nothing from company, and
         // jobs queued one after another would otherwise pile up on the cores. A drainer that
         // finds the lock taken moves nothing and is told so (it may be draining someone else's).
@@ -489,14 +257,14 @@ impl MemoryStore for PostgresMemories {
         Ok(Some(moved.rows_affected()))
     }
 
-    async fn backlog(&self, owner: &str) -> StoreResult<i64> {
+    pub(super) async fn pending_vectors(&self, owner: &str) -> StoreResult<i64> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM memories WHERE owner = $1 AND vector_pending")
             .bind(owner)
             .fetch_one(&self.pool)
             .await?)
     }
 
-    async fn backlog_span(&self, owner: &str) -> StoreResult<Option<BacklogSpan>> {
+    pub(super) async fn pending_span(&self, owner: &str) -> StoreResult<Option<BacklogSpan>> {
         // Two probes of the backlog index by seq: pending rows come only from inserts,
         // stamped `updated_at` in seq order.
         let span: (Option<i64>, Option<i64>) = sqlx::query_as(
@@ -513,75 +281,61 @@ impl MemoryStore for PostgresMemories {
             _ => None,
         })
     }
+}
 
-    async fn changes(&self, owner: &str, from: ChangesFrom, limit: i64) -> StoreResult<ChangePage> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut *tx).await?;
-        let current: i64 = sqlx::query_scalar("SELECT seq FROM memory_owners WHERE owner = $1")
-            .bind(owner)
-            .fetch_optional(&mut *tx)
-            .await?
-            .unwrap_or(0);
-        let (condition, bound) = changed_after(from);
-        let rows: Vec<MemoryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS}, NULL::real[] AS embedding FROM memories m WHERE m.owner = $1 AND m.valid_to IS NULL \
-             AND m.{condition} ORDER BY m.seq LIMIT $3"
-        )))
-        .bind(owner)
-        .bind(bound)
-        .bind(limit + 1)
-        .fetch_all(&mut *tx)
-        .await?;
-        let tombstone_condition = condition.replace("updated_at", "deleted_at");
-        let tombstones: Vec<(String, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT id, seq, deleted_at FROM memory_tombstones WHERE owner = $1 AND {tombstone_condition} \
-             ORDER BY seq LIMIT $3"
-        )))
-        .bind(owner)
-        .bind(bound)
-        .bind(limit + 1)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        let upserts = rows.into_iter().map(MemoryRow::into_memory).collect::<StoreResult<Vec<_>>>()?;
-        Ok(page_of(change_list(upserts, tombstones), from, current, limit))
-    }
+#[derive(FromRow)]
+pub(super) struct MemoryRow {
+    #[sqlx(flatten)]
+    columns: RowColumns,
+    tags: Vec<String>,
+    provenance: Option<Json<Value>>,
+    embedding: Option<Vec<f32>>,
+}
 
-    async fn export_page(
-        &self,
-        owner: &str,
-        after_id: Option<&str>,
-        limit: i64,
-        with_vectors: bool,
-    ) -> StoreResult<Vec<Memory>> {
-        let vector = if with_vectors { "m.embedding::real[]" } else { "NULL::real[]" };
-        let rows: Vec<MemoryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS}, {vector} AS embedding FROM memories m WHERE m.owner = $1 AND m.valid_to IS NULL \
-             AND m.id > $2 ORDER BY m.id LIMIT $3"
-        )))
-        .bind(owner)
-        .bind(after_id.unwrap_or(""))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(MemoryRow::into_memory).collect()
+impl MemoryRow {
+    pub(super) fn into_memory(self) -> StoreResult<Memory> {
+        self.columns.into_memory(self.tags, self.provenance.map(|p| p.0), self.embedding)
     }
+}
 
-    async fn existing_contents(&self, owner: &str, contents: &[String]) -> StoreResult<Vec<String>> {
-        let keys: Vec<String> = contents.iter().map(|c| content_key(c)).collect();
-        Ok(sqlx::query_scalar(
-            "SELECT DISTINCT content_key FROM memories WHERE owner = $1 AND valid_to IS NULL AND content_key = ANY($2)",
-        )
-        .bind(owner)
-        .bind(&keys)
-        .fetch_all(&self.pool)
-        .await?)
+/// One side of the semantic search: the `limit` nearest live vectors of `dims` that are in
+/// the HNSW index (`pending == false`) or wait for it, with their cosine `distance`.
+fn push_nearest(
+    query: &mut QueryBuilder<Postgres>,
+    owner: &str,
+    vector: &[f32],
+    filter: &MemoryFilter,
+    limit: i64,
+    pending: bool,
+) {
+    let dims = vector.len();
+    let distance = |query: &mut QueryBuilder<Postgres>| {
+        query.push(format!("m.embedding::vector({dims}) <=> "));
+        query.push_bind(vector.to_vec()).push(format!("::real[]::vector({dims})"));
+    };
+    query.push(concat!("(SELECT ", memory_columns!(), ", NULL::real[] AS embedding, ("));
+    distance(query);
+    // The literal conditions match the partial indexes' predicates, so the planner can use them.
+    let not = if pending { "" } else { "NOT " };
+    query.push(format!(
+        ")::float8 AS distance FROM memories m WHERE m.embedding_dims = {dims} AND m.valid_to IS NULL \
+         AND {not}m.vector_pending AND m.owner = "
+    ));
+    query.push_bind(owner.to_string());
+    if pending {
+        // Uncorrelated, so PostgreSQL checks it once and skips the scan when it is false.
+        query.push(" AND EXISTS (SELECT 1 FROM memories b WHERE b.vector_pending AND b.owner = ");
+        query.push_bind(owner.to_string()).push(")");
     }
+    PostgresMemories::push_filter(query, filter);
+    query.push(" ORDER BY ");
+    distance(query);
+    query.push(" LIMIT ").push_bind(limit).push(")");
+}
 
-    async fn count(&self, owner: &str) -> StoreResult<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM memories WHERE owner = $1 AND valid_to IS NULL")
-            .bind(owner)
-            .fetch_one(&self.pool)
-            .await?)
-    }
+#[derive(FromRow)]
+struct ScoredRow {
+    #[sqlx(flatten)]
+    row: MemoryRow,
+    score: f64,
 }

@@ -11,16 +11,36 @@ use super::{
     new_memory_id,
 };
 use crate::error::{StoreError, StoreResult};
-use crate::sql::millis::{from_millis, to_millis};
+use crate::sql::millis::from_millis;
 
-/// The columns of [`RowColumns`] plus `tags` and `provenance`, on the alias `m`; each backend
-/// adds its own `embedding` expression. `access_count` adds the reads counted since the row
-/// was written (`memory_reads`).
-pub(super) const COLUMNS: &str = "m.owner, m.id, m.content, m.memory_type, m.scope, m.source_url, \
-     m.source_platform, m.source_timestamp, m.source_conversation_id, m.confidence, \
-     m.access_count + COALESCE((SELECT r.reads FROM memory_reads r WHERE r.owner = m.owner AND r.id = m.id), 0) \
-     AS access_count, m.tags, m.created_at, m.updated_at, m.valid_from, m.valid_to, m.superseded_by, \
-     m.provenance, m.seq";
+/// The columns of [`RowColumns`] plus `tags` and `provenance`, on the alias `m`, as a literal
+/// for `concat!`; each statement adds its own `embedding` expression. `access_count` adds
+/// the reads counted since the row was written (`memory_reads`).
+macro_rules! memory_columns {
+    () => {
+        "m.owner, m.id, m.content, m.memory_type, m.scope, m.source_url, \
+         m.source_platform, m.source_timestamp, m.source_conversation_id, m.confidence, \
+         m.access_count + COALESCE((SELECT r.reads FROM memory_reads r WHERE r.owner = m.owner AND r.id = m.id), 0) \
+         AS access_count, m.tags, m.created_at, m.updated_at, m.valid_from, m.valid_to, m.superseded_by, \
+         m.provenance, m.seq"
+    };
+}
+
+/// `SELECT` of the memory columns and `$embedding` (a literal) from `memories m`, then `$rest`.
+macro_rules! select_memories {
+    ($embedding:literal, $rest:literal) => {
+        concat!(
+            "SELECT ",
+            $crate::sql::memories::shared::memory_columns!(),
+            ", ",
+            $embedding,
+            " AS embedding FROM memories m ",
+            $rest
+        )
+    };
+}
+
+pub(super) use {memory_columns, select_memories};
 
 /// Takes `$2` fresh sequence numbers for owner `$1`, returning the last of them.
 pub(super) const NEXT_SEQS: &str = "INSERT INTO memory_owners (owner, seq) VALUES ($1, $2) \
@@ -93,14 +113,11 @@ impl RowColumns {
     }
 }
 
-/// The condition on `m` (and its bound value `$2`) that selects live rows changed after
-/// `from`; tombstones take it with `deleted_at` for `updated_at`.
-pub(super) fn changed_after(from: ChangesFrom) -> (&'static str, i64) {
-    match from {
-        ChangesFrom::Seq(seq) => ("seq > $2", seq),
-        ChangesFrom::UpdatedAfter(at) => ("updated_at > $2", to_millis(at)),
-    }
-}
+/// `$1` owner, `$2` seq, `$3` limit: the owner's tombstones after a seq.
+pub(super) const TOMBSTONES_AFTER_SEQ: &str =
+    "SELECT id, seq, deleted_at FROM memory_tombstones WHERE owner = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+/// `$1` owner, `$2` time, `$3` limit: the owner's tombstones laid after a time.
+pub(super) const TOMBSTONES_DELETED_AFTER: &str = "SELECT id, seq, deleted_at FROM memory_tombstones WHERE owner = $1 AND deleted_at > $2 ORDER BY seq LIMIT $3";
 
 /// Upserted memories and tombstone rows `(id, seq, deleted_at)` as one list of changes.
 pub(super) fn change_list(upserts: Vec<Memory>, tombstones: Vec<(String, i64, i64)>) -> Vec<MemoryChange> {
