@@ -1,11 +1,12 @@
 //! The logic of Engram's memory services, one module each: git memory (DiffMem), semantic
-//! memories (AIBrain), blob sync (the memory proxy) and federation (the agmem coordinator),
-//! with what they share: the chat model client (`llm`) and the embedding models (`embed`).
+//! memories (AIBrain), blob sync (the memory proxy), federation (the agmem coordinator) and
+//! agent evaluations (Memory-Break: `evals`), with what they share: the chat model client (`llm`) and the embedding models (`embed`).
 //! API routes and job handlers call into these; they know neither HTTP nor the job engine.
 //! `Services` holds one of each, built once at start-up from the configuration and backends.
 
 pub mod blob_sync;
 pub mod embed;
+pub mod evals;
 pub mod federation;
 pub mod git_memory;
 pub mod llm;

@@ -18,6 +18,7 @@ macro_rules! pooled_store {
 }
 
 mod blob_index;
+mod evals;
 mod federation;
 mod identity;
 mod invites;
@@ -42,6 +43,10 @@ use sqlx::sqlite::{
 pub use blob_index::{
     BlobIndexStore, ChangePage, HeadFn, IndexEntry, Observed, PathState, PendingWrite, PostgresBlobIndex,
     Settled, SqliteBlobIndex, Transition, VersionEntry,
+};
+pub use evals::{
+    EvalRun, EvalStore, EvalTask, JudgedRun, PostgresEvals, PullRequest, RunJudgement, RunStatus, RunUpdate,
+    SqliteEvals, TaskQuery, TaskScope, TaskSpec, TaskStatus,
 };
 pub use federation::{
     AgentRecord, FederationStore, MergedView, PostgresFederation, PushOutcome, SqliteFederation, Summary,
@@ -225,6 +230,13 @@ impl Database {
         match self {
             Database::Sqlite(pool) => Arc::new(SqliteFederation::new(pool.clone())),
             Database::Postgres(pool) => Arc::new(PostgresFederation::new(pool.clone())),
+        }
+    }
+
+    pub fn eval_store(&self) -> Arc<dyn EvalStore> {
+        match self {
+            Database::Sqlite(pool) => Arc::new(SqliteEvals::new(pool.clone())),
+            Database::Postgres(pool) => Arc::new(PostgresEvals::new(pool.clone())),
         }
     }
 

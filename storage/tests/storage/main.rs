@@ -5,6 +5,7 @@ mod blob_index_suite;
 mod blob_suite;
 mod block_index;
 mod counter_suite;
+mod eval_suite;
 mod event_suite;
 mod federation_suite;
 mod git_repo;
