@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
+use services::process::{ChildCommand, ProcessGroup, read_lines};
 use storage::Backends;
 use storage::sql::{JobStore, LogLine};
 use tokio_util::sync::CancellationToken;
 
-use crate::child::{ChildCommand, ProcessGroup, read_lines};
 use crate::error::JobError;
 use crate::events::JobEvent;
 use crate::logs::LogWriter;
@@ -122,7 +122,7 @@ impl JobContext {
         }
     }
 
-    /// Runs a child process to completion (see `child` for what it may see), its output
+    /// Runs a child process to completion (see `services::process` for what it may see), its output
     /// logged; on cancellation, or when the attempt times out and this future is dropped,
     /// its whole process group is killed.
     pub async fn run_child(&self, command: ChildCommand) -> Result<ExitStatus, JobError> {

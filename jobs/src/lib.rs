@@ -4,7 +4,6 @@
 
 pub mod backoff;
 pub mod batch;
-pub mod child;
 pub mod context;
 pub mod cron;
 pub mod delivery;

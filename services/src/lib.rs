@@ -11,6 +11,7 @@ pub mod federation;
 pub mod git_memory;
 pub mod llm;
 pub mod memories;
+pub mod process;
 pub(crate) mod provider_http;
 
 use std::path::Path;

@@ -9,10 +9,10 @@ use serde_json::{Value, json};
 
 use storage::sql::Expect;
 
-use crate::child::ChildCommand;
 use crate::context::JobContext;
 use crate::error::JobError;
 use crate::kind::{Access, Kind, Policy};
+use services::process::ChildCommand;
 
 /// Where `record_effect` writes.
 pub const EFFECTS_NAMESPACE: &str = "noop-effects";

@@ -1,14 +1,18 @@
 //! Agent evaluations (Memory-Break): what an agent is asked to remember and then asked about
-//! (`scenario`), how its answers before and after its context is compacted are judged
+//! (`scenario`), an agent CLI driven as a session (`session`, `drivers`) through the run's
+//! phases (`run`), how its answers before and after its context is compacted are judged
 //! (`judge`: an LLM judge, or the deterministic one offline), the score a run gets against its
 //! rubric's thresholds (`score`) and the leaderboards over many runs (`leaderboard`).
 //!
 //! The rubric's dimensions are MemoryAgentBench's four competencies, as the original named them.
 
+pub mod drivers;
 pub mod judge;
 pub mod leaderboard;
+pub mod run;
 pub mod scenario;
 pub mod score;
+pub mod session;
 
 use std::fmt;
 
