@@ -18,8 +18,8 @@ use crate::engine::{JobEngine, OwnerCaps};
 use crate::events::{CANCEL_TOPIC, CancelRequest};
 use crate::kind::Registry;
 use crate::kinds::{
-    BlobRepair, CommitSession, ImportMemories, IndexMemoryVectors, IngestConversation, Noop, ProcessSession,
-    RebuildIndex, RepoSync, TombstoneGc,
+    AgentRun, BlobRepair, CommitSession, ImportMemories, IndexMemoryVectors, IngestConversation, Noop,
+    ProcessSession, RebuildIndex, RepoSync, TombstoneGc,
 };
 use crate::logs::LogWriter;
 use crate::runner::{Runner, RunnerParts, RunningJobs};
@@ -43,6 +43,7 @@ pub fn all_kinds(services: &Services, test_kinds: bool) -> Registry {
         .with(IngestConversation { memories: services.memories.clone(), llm: services.llm.clone() })
         .with(ImportMemories(services.memories.clone()))
         .with(IndexMemoryVectors(services.memories.clone()))
+        .with(AgentRun(services.evals.clone()))
 }
 
 /// How a worker runtime behaves.

@@ -16,11 +16,16 @@ pub(crate) mod provider_http;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::blob_sync::{BlobSync, SyncLimits};
 use storage::{Backends, Config};
 
 use crate::embed::{Embedder, LocalEmbedder};
+use crate::evals::Evals;
+use crate::evals::agents::Agents;
+use crate::evals::judge::LlmJudge;
+use crate::evals::service::RunLimits;
 use crate::federation::Federation;
 use crate::git_memory::GitMemory;
 use crate::llm::LlmClient;
@@ -42,6 +47,8 @@ pub struct Services {
     pub blob_sync: Arc<BlobSync>,
     /// Federation (the agmem coordinator).
     pub federation: Federation,
+    /// Agent evaluations (Memory-Break).
+    pub evals: Arc<Evals>,
     pub tombstone_retention_days: u32,
 }
 
@@ -59,6 +66,21 @@ fn load_embedder(dir: &Path) -> Option<Arc<LocalEmbedder>> {
             None
         }
     }
+}
+
+/// The LLM judge on the configured provider, asking `JUDGE_MODEL` when set; `None` without a
+/// provider (the deterministic judge scores then).
+fn llm_judge(config: &Config) -> anyhow::Result<Option<LlmJudge>> {
+    let Some(provider) = &config.llm.provider else { return Ok(None) };
+    let model = config.evals.judge_model.clone().unwrap_or_else(|| provider.model.clone());
+    let client = LlmClient::new(
+        provider.base_url.expose(),
+        model,
+        provider.api_key.clone(),
+        config.llm.timeout,
+        config.llm.max_retries,
+    )?;
+    Ok(Some(LlmJudge::new(client)))
 }
 
 impl Services {
@@ -79,7 +101,21 @@ impl Services {
             backends.events.clone(),
             limits,
         );
+        let agents = Agents::load(config.evals.agents_file.as_deref()).map_err(anyhow::Error::msg)?;
+        let evals = Evals::new(
+            backends.database.eval_store(),
+            backends.blobs.clone(),
+            agents,
+            llm_judge(config)?,
+            config.data_dir.join("evals"),
+            RunLimits {
+                turn_timeout: Duration::from_secs(config.evals.turn_timeout_secs),
+                run_timeout: Duration::from_secs(config.evals.run_timeout_secs),
+                max_deep_dive_turns: usize::try_from(config.evals.max_deep_dive_turns).unwrap_or(usize::MAX),
+            },
+        );
         Ok(Self {
+            evals: Arc::new(evals),
             git_memory: Arc::new(git_memory),
             llm,
             embedder,

@@ -1,11 +1,13 @@
 //! The job kinds Engram runs, each a thin `Kind` over a service of `services`: what its
 //! payload is, its policy and who may submit it. The trait and registry live in `crate::kind`.
 
+mod evals;
 mod git_memory;
 mod memories;
 mod noop;
 mod tombstone_gc;
 
+pub use evals::{AgentRun, AgentRunPayload};
 pub use git_memory::{
     CommitSession, CommitSessionPayload, ProcessSession, ProcessSessionPayload, RebuildIndex, RepoSync,
     UserPayload, ensure_sync_schedule,

@@ -6,13 +6,17 @@
 //!
 //! The rubric's dimensions are MemoryAgentBench's four competencies, as the original named them.
 
+pub mod agents;
 pub mod drivers;
 pub mod judge;
 pub mod leaderboard;
 pub mod run;
 pub mod scenario;
 pub mod score;
+pub mod service;
 pub mod session;
+
+pub use service::{Evals, EvalsError};
 
 use std::fmt;
 

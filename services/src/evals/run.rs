@@ -109,6 +109,8 @@ struct Run<'a> {
     session: &'a mut dyn AgentSession,
     observer: &'a mut dyn RunObserver,
     record: RunRecord,
+    /// The phase under way and when it started.
+    current: Option<(Phase, Instant)>,
 }
 
 impl Run<'_> {
@@ -147,16 +149,17 @@ impl Run<'_> {
         Ok(outcome)
     }
 
-    async fn phase<T>(
-        &mut self,
-        phase: Phase,
-        body: impl AsyncFnOnce(&mut Self) -> Result<T, RunFailure>,
-    ) -> Result<T, RunFailure> {
+    /// Starts `phase`, ending the one before (its time goes into the record).
+    async fn begin(&mut self, phase: Phase) {
+        self.end_phase();
         self.observer.phase_started(phase).await;
-        let started = Instant::now();
-        let result = body(self).await;
-        self.record.phase_seconds.insert(phase.as_str().to_string(), started.elapsed().as_secs_f64());
-        result
+        self.current = Some((phase, Instant::now()));
+    }
+
+    fn end_phase(&mut self) {
+        if let Some((phase, started)) = self.current.take() {
+            self.record.phase_seconds.insert(phase.as_str().to_string(), started.elapsed().as_secs_f64());
+        }
     }
 }
 
@@ -172,58 +175,53 @@ pub async fn run_phases(
     budget: Budget,
     observer: &mut dyn RunObserver,
 ) -> (RunRecord, Result<(), RunFailure>) {
-    let mut run = Run { session, observer, record: RunRecord::default() };
+    let mut run = Run { session, observer, record: RunRecord::default(), current: None };
     let result = phases(&mut run, scenario, budget).await;
+    run.end_phase();
     (run.record, result)
 }
 
 async fn phases(run: &mut Run<'_>, scenario: &Scenario, budget: Budget) -> Result<(), RunFailure> {
-    run.phase(Phase::Init, async |run| run.turn(Phase::Init, INIT_PROMPT).await.map(drop)).await?;
-    run.phase(Phase::PreCompression, async |run| {
-        for turn in &scenario.turns {
-            run.turn(Phase::PreCompression, &turn.message()).await?;
+    run.begin(Phase::Init).await;
+    run.turn(Phase::Init, INIT_PROMPT).await?;
+
+    run.begin(Phase::PreCompression).await;
+    for turn in &scenario.turns {
+        run.turn(Phase::PreCompression, &turn.message()).await?;
+    }
+
+    run.begin(Phase::Baseline).await;
+    let mut baseline = Vec::with_capacity(scenario.probes.len());
+    for probe in &scenario.probes {
+        baseline.push(run.turn(Phase::Baseline, &probe.question).await?.reply);
+    }
+
+    run.begin(Phase::DeepDive).await;
+    for prompt in scenario.deep_dive.iter().cycle().take(budget.max_deep_dive_turns) {
+        let outcome = run.turn(Phase::DeepDive, prompt).await?;
+        run.record.deep_dive_turns += 1;
+        let full = budget.max_context_tokens.is_some_and(|max| outcome.input_tokens.unwrap_or(0) >= max);
+        if !outcome.compactions.is_empty() || full {
+            break;
         }
-        Ok(())
-    })
-    .await?;
-    let baseline = run
-        .phase(Phase::Baseline, async |run| {
-            let mut answers = Vec::with_capacity(scenario.probes.len());
-            for probe in &scenario.probes {
-                answers.push(run.turn(Phase::Baseline, &probe.question).await?.reply);
-            }
-            Ok(answers)
-        })
-        .await?;
-    run.phase(Phase::DeepDive, async |run| {
-        for prompt in scenario.deep_dive.iter().cycle().take(budget.max_deep_dive_turns) {
-            let outcome = run.turn(Phase::DeepDive, prompt).await?;
-            run.record.deep_dive_turns += 1;
-            let full = budget.max_context_tokens.is_some_and(|max| outcome.input_tokens.unwrap_or(0) >= max);
-            if !outcome.compactions.is_empty() || full {
-                break;
-            }
-        }
-        if run.record.compactions.is_empty() {
-            run.compact(Phase::DeepDive).await?;
-        }
-        if run.record.compactions.is_empty() {
-            return Err(RunFailure {
-                phase: Phase::DeepDive.as_str(),
-                reason: "the agent did not compact its context, not even when asked to".into(),
-            });
-        }
-        Ok(())
-    })
-    .await?;
-    run.phase(Phase::MemoryOnly, async |run| run.turn(Phase::MemoryOnly, MEMORY_ONLY_PROMPT).await.map(drop))
-        .await?;
-    run.phase(Phase::Evaluation, async |run| {
-        for (probe, pre) in scenario.probes.iter().zip(baseline) {
-            let post = run.turn(Phase::Evaluation, &probe.question).await?.reply;
-            run.record.answers.push(ProbeAnswers { probe_id: probe.id.clone(), pre, post });
-        }
-        Ok(())
-    })
-    .await
+    }
+    if run.record.compactions.is_empty() {
+        run.compact(Phase::DeepDive).await?;
+    }
+    if run.record.compactions.is_empty() {
+        return Err(RunFailure {
+            phase: Phase::DeepDive.as_str(),
+            reason: "the agent did not compact its context, not even when asked to".into(),
+        });
+    }
+
+    run.begin(Phase::MemoryOnly).await;
+    run.turn(Phase::MemoryOnly, MEMORY_ONLY_PROMPT).await?;
+
+    run.begin(Phase::Evaluation).await;
+    for (probe, pre) in scenario.probes.iter().zip(baseline) {
+        let post = run.turn(Phase::Evaluation, &probe.question).await?.reply;
+        run.record.answers.push(ProbeAnswers { probe_id: probe.id.clone(), pre, post });
+    }
+    Ok(())
 }

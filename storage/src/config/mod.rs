@@ -12,6 +12,7 @@ mod auth;
 mod backends;
 mod blob_sync;
 mod embedding;
+mod evals;
 mod git_memory;
 mod http;
 mod jobs;
@@ -24,6 +25,7 @@ pub use auth::{AuthConfig, DEFAULT_GITHUB_API_URL, RATE_WINDOW, Registration};
 pub use backends::{BackendsConfig, DatabaseConfig, S3Config};
 pub use blob_sync::BlobSyncConfig;
 pub use embedding::{DEFAULT_EMBEDDING_MODEL, EmbeddingConfig, EmbeddingProvider};
+pub use evals::EvalsConfig;
 pub use git_memory::GitMemoryConfig;
 pub use http::{CorsOrigins, HttpConfig};
 pub use jobs::JobsConfig;
@@ -56,6 +58,7 @@ pub fn known_keys() -> impl Iterator<Item = &'static (&'static str, &'static str
         limits::KEYS,
         llm::KEYS,
         embedding::KEYS,
+        evals::KEYS,
         worker::KEYS,
         jobs::KEYS,
         log::KEYS,
@@ -254,6 +257,8 @@ pub struct Config {
     pub llm: LlmConfig,
     /// Where memory embeddings come from; no provider means the local model.
     pub embedding: EmbeddingConfig,
+    /// Agent evaluations: the agents file, the judge, a run's bounds.
+    pub evals: EvalsConfig,
     pub worker: WorkerConfig,
     pub jobs: JobsConfig,
     pub log: LogConfig,
@@ -282,6 +287,7 @@ impl Config {
             limits: RateLimits::from_raw(raw)?,
             llm: LlmConfig::from_raw(raw)?,
             embedding: EmbeddingConfig::from_raw(raw)?,
+            evals: EvalsConfig::from_raw(raw)?,
             jobs: JobsConfig::from_raw(raw, worker.concurrency)?,
             worker,
             log: LogConfig::from_raw(raw)?,
@@ -304,6 +310,7 @@ impl Config {
         values.extend(self.limits.describe());
         values.extend(self.llm.describe());
         values.extend(self.embedding.describe());
+        values.extend(self.evals.describe());
         values.extend(self.worker.describe());
         values.extend(self.jobs.describe());
         values.extend(self.log.describe());
