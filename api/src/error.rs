@@ -191,7 +191,8 @@ struct RenderedError(ApiError);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.code.status(), axum::Json(ErrorFamily::Engram.body(&self))).into_response();
+        let mut response =
+            (self.code.status(), axum::Json(ErrorFamily::Engram.body(&self, ""))).into_response();
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
@@ -209,10 +210,14 @@ pub enum ErrorFamily {
     FastApi,
     /// AIBrain's routes.
     AiBrain,
+    /// Memory-Break's routes: `{error, detail, status_code, path}`.
+    MemoryBreak,
 }
 
 /// Path prefixes of AIBrain's routes and of the FastAPI-born originals' (the rest are Engram's).
 const AIBRAIN_PREFIXES: &[&str] = &["/api/v1/auth", "/api/v1/memories", "/api/v1/sync"];
+const MEMORY_BREAK_PREFIXES: &[&str] =
+    &["/api/v1/tasks", "/api/v1/leaderboard", "/api/v1/logs", "/api/v1/artifacts"];
 const FASTAPI_PREFIXES: &[&str] = &[
     "/memory",
     "/repos",
@@ -233,6 +238,8 @@ impl ErrorFamily {
             |prefixes: &[&str]| prefixes.iter().any(|p| path == *p || path.starts_with(&format!("{p}/")));
         if under(AIBRAIN_PREFIXES) {
             ErrorFamily::AiBrain
+        } else if under(MEMORY_BREAK_PREFIXES) {
+            ErrorFamily::MemoryBreak
         } else if under(FASTAPI_PREFIXES) {
             ErrorFamily::FastApi
         } else {
@@ -240,7 +247,8 @@ impl ErrorFamily {
         }
     }
 
-    pub fn body(self, error: &ApiError) -> Value {
+    /// The error's body in this family's shape; `path` is the request's (Memory-Break says it).
+    pub fn body(self, error: &ApiError, path: &str) -> Value {
         let code = error.code.as_str();
         match self {
             ErrorFamily::Engram => json!({"error": {"code": code, "message": error.message}}),
@@ -250,13 +258,23 @@ impl ErrorFamily {
             ErrorFamily::AiBrain => {
                 json!({"success": false, "error": error.message, "code": code.to_ascii_uppercase()})
             }
+            ErrorFamily::MemoryBreak => json!({
+                "error": error.message,
+                "detail": error.message,
+                "status_code": error.code.status().as_u16(),
+                "path": path,
+            }),
         }
     }
 }
 
 /// Renders every error response of the routes below it in `family`'s shape: errors from
 /// handlers (re-rendered) and bare ones from layers and the router (405, 408, 413).
-pub async fn reshape_errors(State(family): State<ErrorFamily>, mut response: Response) -> Response {
+pub async fn reshape_errors(State(family): State<ErrorFamily>, response: Response) -> Response {
+    reshape(family, "", response)
+}
+
+fn reshape(family: ErrorFamily, path: &str, mut response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
@@ -273,7 +291,7 @@ pub async fn reshape_errors(State(family): State<ErrorFamily>, mut response: Res
             ApiError::new(code, code.default_message())
         }
     };
-    let mut reshaped = (status, axum::Json(family.body(&error))).into_response();
+    let mut reshaped = (status, axum::Json(family.body(&error, path))).into_response();
     for (name, value) in response.headers() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             reshaped.headers_mut().append(name.clone(), value.clone());
@@ -288,9 +306,9 @@ pub async fn reshape_errors_by_path(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let family = ErrorFamily::for_path(request.uri().path());
+    let path = request.uri().path().to_string();
     let response = next.run(request).await;
-    reshape_errors(State(family), response).await
+    reshape(ErrorFamily::for_path(&path), &path, response)
 }
 
 fn is_json(response: &Response) -> bool {
@@ -388,12 +406,12 @@ mod tests {
     fn every_family_names_code_and_message() {
         let error = ApiError::new(ErrorCode::PreconditionFailed, "etag changed");
         assert_eq!(
-            ErrorFamily::Engram.body(&error),
+            ErrorFamily::Engram.body(&error, ""),
             json!({"error": {"code": "precondition_failed", "message": "etag changed"}})
         );
-        assert_eq!(ErrorFamily::FastApi.body(&error)["detail"], "etag changed");
+        assert_eq!(ErrorFamily::FastApi.body(&error, "")["detail"], "etag changed");
         assert_eq!(
-            ErrorFamily::AiBrain.body(&error),
+            ErrorFamily::AiBrain.body(&error, ""),
             json!({"success": false, "error": "etag changed", "code": "PRECONDITION_FAILED"})
         );
     }

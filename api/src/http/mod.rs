@@ -7,6 +7,7 @@
 pub mod blob_sync;
 pub mod dashboard;
 pub mod docs;
+pub mod evals;
 pub mod federation;
 pub mod git_memory;
 pub mod health;
@@ -45,6 +46,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .merge(health::router())
         .merge(metrics::router())
         .merge(docs::router())
+        .merge(evals::router())
         .merge(federation::router())
         .merge(jobs::router())
         .merge(git_memory::router())

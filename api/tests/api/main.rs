@@ -8,6 +8,7 @@ mod auth_api;
 mod binary;
 mod blob_sync;
 mod cross_process;
+mod evals;
 mod federation;
 mod git_http_server;
 mod git_memory;

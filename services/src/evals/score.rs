@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::judge::Verdict;
 use super::{Dimension, FieldError};
@@ -13,7 +13,7 @@ use super::{Dimension, FieldError};
 /// The threshold of a dimension the task sets none for.
 pub const DEFAULT_THRESHOLD: f64 = 0.7;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Score {
     pub overall_score: f64,
     pub dimension_scores: BTreeMap<Dimension, f64>,

@@ -31,25 +31,9 @@ fn script() -> String {
         .to_string()
 }
 
+/// The scenario both agent-run tests follow (`fixtures/line_agent_scenario.json`).
 fn scenario() -> Scenario {
-    let document = serde_json::json!({
-        "name": "line-agent",
-        "turns": [
-            {"kind": "fact", "fact": "codename", "text": "The codename is Bluefin."},
-            {"kind": "tool_fact", "fact": "port", "file": "notes/port.txt", "content": "The admin port is 7443.\n"},
-            {"kind": "fact", "fact": "region", "text": "The reporting region is Frankfurt."},
-            {"kind": "fact", "fact": "train", "text": "The release train is Halibut."},
-            {"kind": "correction", "fact": "train", "text": "Correction: the release train is now Marlin."}
-        ],
-        "deep_dive": ["Walk me through every module in detail, one by one, please, with examples."],
-        "probes": [
-            {"id": "codename", "dimension": "AR", "question": "What is the codename?", "expected": "Bluefin"},
-            {"id": "port", "dimension": "AR", "question": "Which admin port?", "expected": "7443"},
-            {"id": "region", "dimension": "LRU", "question": "Which reporting region?", "expected": "Frankfurt"},
-            {"id": "train", "dimension": "SF", "question": "Which release train?", "expected": "Marlin", "stale": ["Halibut"]}
-        ]
-    });
-    Scenario::from_json(document.to_string().as_bytes()).unwrap()
+    Scenario::from_json(include_bytes!("fixtures/line_agent_scenario.json")).unwrap()
 }
 
 /// A fresh home and checkout (with the scenario's files) for one run; `marker` is passed to

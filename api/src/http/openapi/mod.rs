@@ -34,6 +34,7 @@ fn family_schema(path: &str) -> &'static str {
         ErrorFamily::AiBrain => "AiBrainError",
         ErrorFamily::FastApi => "FastApiError",
         ErrorFamily::Engram => "EngramError",
+        ErrorFamily::MemoryBreak => "MemoryBreakError",
     }
 }
 
@@ -276,6 +277,17 @@ fn add_components(document: &mut Value) {
         "description": "The error of the routes of FastAPI-born originals (DiffMem, memory proxy, coordinator): FastAPI's `detail` and Engram's `error`",
         "required": ["detail", "error"],
         "properties": {"detail": {"type": "string"}, "error": inner}
+    });
+    schemas["MemoryBreakError"] = json!({
+        "type": "object",
+        "description": "Memory-Break's routes' error: the message as `error` and `detail`, the status and the request's path",
+        "required": ["error", "detail", "status_code", "path"],
+        "properties": {
+            "error": {"type": "string"},
+            "detail": {"type": "string"},
+            "status_code": {"type": "integer"},
+            "path": {"type": "string"}
+        }
     });
     schemas["AiBrainError"] = json!({
         "type": "object",
