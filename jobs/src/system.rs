@@ -125,6 +125,10 @@ impl JobSystem {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let kinds = self.engine.kinds.only(&options.kinds).map_err(|e| anyhow::anyhow!(e))?;
+        let reaped = self.services.evals.reap_orphaned_agents();
+        if reaped > 0 {
+            tracing::warn!(reaped, "killed agents that a dead worker left running");
+        }
         let host = hostname();
         let worker_id = format!("{host}-{}-{}", std::process::id(), &storage::ids::new_id()[20..]);
         let record = WorkerRecord {

@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{Stack, TestApp, admin_client, spawn_app};
+use crate::common::{Stack, TestApp, admin_client, engram_worker, spawn_app, spawn_app_with};
 
 on_both_databases!(
     a_scenario_task_ranks_the_agent_that_kept_every_fact_first,
     bad_requests_are_4xx_naming_the_field_and_tasks_stay_their_owners,
     cancel_kills_a_running_agent_and_a_hang_ends_in_a_timeout,
+    a_killed_worker_leaves_no_agent_behind_and_the_run_finishes_on_another,
 );
 
 fn python() -> String {
@@ -104,7 +105,8 @@ async fn wait_for(
     }
 }
 
-fn processes_with(marker: &str) -> usize {
+/// The pids of the processes whose command line holds `marker`.
+fn pids_with(marker: &str) -> Vec<String> {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
@@ -112,7 +114,12 @@ fn processes_with(marker: &str) -> usize {
             std::fs::read(entry.path().join("cmdline"))
                 .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
         })
-        .count()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn processes_with(marker: &str) -> usize {
+    pids_with(marker).len()
 }
 
 async fn a_scenario_task_ranks_the_agent_that_kept_every_fact_first(stack: Stack) {
@@ -299,6 +306,55 @@ async fn cancel_kills_a_running_agent_and_a_hang_ends_in_a_timeout(stack: Stack)
     let started = Instant::now();
     while processes_with(&marker) > 0 {
         assert!(started.elapsed() < Duration::from_secs(10), "the timed-out agent is still running");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The run starts over on the second worker; the agent the first one left (it lingers after
+/// its input ends, as one waiting on its model would) is killed when the second one starts.
+async fn a_killed_worker_leaves_no_agent_behind_and_the_run_finishes_on_another(stack: Stack) {
+    let marker = format!("marker-{}", ulid::Ulid::generate());
+    let slow: &[(&str, &str)] =
+        &[("LINE_AGENT_SLOW_MS", "300"), ("LINE_AGENT_LINGER_SECS", "120"), ("LINE_AGENT_COMPACT_AT", "200")];
+    let file = agents_file(&[("slow", slow)], &marker);
+    let Some(app) = spawn_app_with(stack, &[("EVAL_AGENTS_FILE", &file)], false).await else { return };
+    let worker = || {
+        engram_worker(&["--heartbeat-secs", "1", "--stale-after-secs", "3"], &app.env)
+            .spawn()
+            .expect("engram-worker starts")
+    };
+    let mut first = worker();
+    let client = tenant(&app, "survivor@example.com").await;
+    let (status, created) =
+        call(&app, &client, "POST", "/api/v1/tasks", Some(json!({"scenario": scenario(), "rubric": ["AR"]})))
+            .await;
+    assert_eq!(status, 202, "{created}");
+    let path = format!("/api/v1/tasks/{}", created["task"]["id"].as_str().unwrap());
+    wait_for(&app, &client, &format!("{path}/agents/slow"), Duration::from_secs(30), |r| {
+        r["milestones"]["pre_compression"].is_string()
+    })
+    .await;
+    assert_eq!(pids_with(&marker).len(), 1);
+
+    let orphan = pids_with(&marker);
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(pids_with(&marker), orphan, "the agent outlives its killed worker");
+    let _second = worker();
+    let started = Instant::now();
+    while pids_with(&marker).contains(&orphan[0]) {
+        assert!(started.elapsed() < Duration::from_secs(20), "the orphaned agent was not reaped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let task = wait_for(&app, &client, &path, Duration::from_secs(120), |t| t["status"] == "done").await;
+    assert_eq!(task["status"], "done");
+    let (_, details) = call(&app, &client, "GET", &format!("{path}/agents/slow/details"), None).await;
+    assert_eq!(details["agent_run"]["status"], "done", "{details}");
+    assert_eq!(details["scores"]["dimension_scores"]["AR"], 1.0, "{details}");
+    let started = Instant::now();
+    while processes_with(&marker) > 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "an agent was left behind");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

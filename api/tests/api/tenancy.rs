@@ -1,5 +1,5 @@
-//! Tenancy over every route, on SQLite and PostgreSQL. Tenant A owns a job, a schedule and an
-//! API key, each carrying a marker. Every protected route is then called with no token, an
+//! Tenancy over every route, on SQLite and PostgreSQL. Tenant A owns a job, a schedule, an
+//! API key and an evaluation task, each carrying a marker. Every protected route is then called with no token, an
 //! expired token, a forged token and A's revoked API key (401 every time), and with tenant
 //! B's session and API key (404, or 403 for administrators' routes, or B's own data): no
 //! answer may hold A's marker, email or id, and A's resources are unchanged afterwards.
@@ -35,10 +35,12 @@ enum Resource {
     /// `{user_id}` in the path and `{user}` in the body stand for tenant A's user id.
     User,
     Memory,
+    /// An evaluation task; `{agent}` in the path stands for its agent.
+    Task,
 }
 
 use Access::{Admin, Owner, Public};
-use Resource::{ApiKey, Job, Memory, Schedule, User};
+use Resource::{ApiKey, Job, Memory, Schedule, Task, User};
 
 /// Every route: method, path as documented, who may call it, and a body to send.
 const ROUTES: &[(&str, &str, Access, &str)] = &[
@@ -184,6 +186,22 @@ const ROUTES: &[(&str, &str, Access, &str)] = &[
     ("PUT", "/api/v1/memories/{id}", Owner(Memory), r#"{"content": "B was here"}"#),
     ("DELETE", "/api/v1/memories/{id}", Owner(Memory), ""),
     ("GET", "/api/v1/memories/{id}/history", Owner(Memory), ""),
+    (
+        "POST",
+        "/api/v1/tasks",
+        Owner(Resource::None),
+        r#"{"scenario": "release-notes", "agents": ["quitter"], "rubric": ["AR"]}"#,
+    ),
+    ("GET", "/api/v1/tasks", Owner(Resource::None), ""),
+    ("GET", "/api/v1/tasks/{id}", Owner(Task), ""),
+    ("DELETE", "/api/v1/tasks/{id}", Owner(Task), ""),
+    ("POST", "/api/v1/tasks/{id}/run", Owner(Task), ""),
+    ("POST", "/api/v1/tasks/{id}/retry", Owner(Task), ""),
+    ("GET", "/api/v1/tasks/{id}/agents", Owner(Task), ""),
+    ("GET", "/api/v1/tasks/{id}/agents/{agent}", Owner(Task), ""),
+    ("GET", "/api/v1/tasks/{id}/agents/{agent}/details", Owner(Task), ""),
+    ("GET", "/api/v1/tasks/{id}/leaderboard", Owner(Task), ""),
+    ("GET", "/api/v1/leaderboard", Owner(Resource::None), ""),
     // A WebSocket: the upgrade itself is open to anyone (the AUTH-message form authenticates
     // after it; memories_ws.rs covers its tenancy), a plain GET is 401 without a credential.
     ("GET", "/api/v1/sync", Owner(Resource::None), ""),
@@ -223,6 +241,8 @@ struct TenantA {
     job: String,
     schedule: String,
     memory: String,
+    /// An evaluation task whose scenario is named after the marker.
+    task: String,
     api_key_id: String,
     api_key: String,
     revoked_key: String,
@@ -332,6 +352,17 @@ async fn tenant_a(app: &TestApp) -> TenantA {
         .as_str()
         .unwrap()
         .to_string();
+    let scenario = json!({
+        "name": MARKER,
+        "turns": [{"kind": "fact", "fact": "f", "text": format!("The {MARKER} fact.")}],
+        "deep_dive": ["Go on."],
+        "probes": [{"id": "p", "dimension": "AR", "question": "Which fact?", "expected": MARKER}]
+    });
+    let task = json!({"scenario": scenario, "agents": ["quitter"], "rubric": ["AR"]});
+    let task = json_call(app, "POST", "/api/v1/tasks", &token, task).await["task"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let key = json!({"name": MARKER, "scopes": ["jobs:rw"]});
     let created = json_call(app, "POST", "/api/v1/api-keys", &token, key.clone()).await;
     let revoked = json_call(app, "POST", "/api/v1/api-keys", &token, key).await;
@@ -345,6 +376,7 @@ async fn tenant_a(app: &TestApp) -> TenantA {
         job,
         schedule,
         memory,
+        task,
         api_key_id: created["id"].as_str().unwrap().to_string(),
         api_key: created["secret"].as_str().unwrap().to_string(),
         revoked_key: revoked["secret"].as_str().unwrap().to_string(),
@@ -372,12 +404,14 @@ fn forged_token(a: &TenantA) -> String {
 }
 
 fn path_for(path: &str, access: Access, a: &TenantA) -> String {
-    let path = path.replace("{user_id}", &a.user_id).replace("{path}", BLOB_PATH);
+    let path =
+        path.replace("{user_id}", &a.user_id).replace("{path}", BLOB_PATH).replace("{agent}", "quitter");
     let id = match access {
         Owner(Job) => &a.job,
         Owner(Schedule) => &a.schedule,
         Owner(ApiKey) => &a.api_key_id,
         Owner(Memory) => &a.memory,
+        Owner(Task) => &a.task,
         _ => return path,
     };
     path.replace("{id}", id)
@@ -390,7 +424,14 @@ fn assert_no_data_of(a: &TenantA, what: &str, text: &str) {
 }
 
 async fn no_route_gives_one_tenant_another_tenants_data(stack: Stack) {
-    let Some(app) = spawn_app(stack, &[("JWT_SECRET", JWT_SECRET)]).await else { return };
+    // An agent that exits at once: A's task ends without anything running for long.
+    let agents = tempfile::tempdir().unwrap().keep().join("agents.toml");
+    std::fs::write(&agents, "[agents.quitter]\ndriver = \"command\"\ncommand = [\"false\"]\n").unwrap();
+    let agents = agents.display().to_string();
+    let Some(app) = spawn_app(stack, &[("JWT_SECRET", JWT_SECRET), ("EVAL_AGENTS_FILE", &agents)]).await
+    else {
+        return;
+    };
     let a = tenant_a(&app).await;
     sign_up(&app, "tenant-b@example.com").await;
     let b_key = {
@@ -466,6 +507,8 @@ async fn no_route_gives_one_tenant_another_tenants_data(stack: Stack) {
     let memory =
         json_call(&app, "GET", &format!("/api/v1/memories/{}", a.memory), &a.token, Value::Null).await;
     assert_eq!(memory["memory"]["content"], format!("The {MARKER} memory"), "A's memory is unchanged");
+    let task = json_call(&app, "GET", &format!("/api/v1/tasks/{}", a.task), &a.token, Value::Null).await;
+    assert_ne!(task["error_message"], "Task cancelled by user", "B did not cancel A's task: {task}");
     let keys = json_call(&app, "GET", "/api/v1/api-keys", &a.token, Value::Null).await;
     assert!(keys.to_string().contains(&a.api_key_id), "A's session still works and holds its key: {keys}");
 }

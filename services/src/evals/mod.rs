@@ -10,6 +10,7 @@ pub mod agents;
 pub mod drivers;
 pub mod judge;
 pub mod leaderboard;
+pub mod reaper;
 pub mod run;
 pub mod scenario;
 pub mod score;

@@ -18,6 +18,7 @@ use storage::sql::{EvalStore, EvalTask, RunJudgement, RunStatus, RunUpdate, Task
 use super::agents::{Agents, Driver};
 use super::drivers::command::{self, Launch};
 use super::judge::{Judgement, LlmJudge, judge_deterministically, untested};
+use super::reaper;
 use super::run::{Budget, Phase, RunObserver, RunRecord, run_phases};
 use super::scenario::{self, Scenario};
 use super::score::{parse_rubric, parse_thresholds, score};
@@ -113,6 +114,11 @@ impl Evals {
         limits: RunLimits,
     ) -> Self {
         Self { store, blobs, agents, judge, runs_dir, run_timeout: limits.run_timeout, limits }
+    }
+
+    /// Kills the agents a dead worker left running in this machine's run directories.
+    pub fn reap_orphaned_agents(&self) -> usize {
+        reaper::reap(&self.runs_dir)
     }
 
     /// Checks `new` and creates its task, with a queued run per agent.
@@ -266,6 +272,11 @@ impl Evals {
             Launch { home, workdir, env: definition.env.clone(), turn_timeout: self.limits.turn_timeout };
         let Driver::Command(command_agent) = &definition.driver;
         let mut session = command::start(command_agent, launch).await.map_err(|e| format!("init: {e}"))?;
+        if let Some(pgid) = session.process_group()
+            && let Err(e) = reaper::record(&dir, pgid)
+        {
+            tracing::warn!(error = %e, dir = %dir.display(), "could not record the agent's process group");
+        }
         let budget =
             Budget { max_deep_dive_turns: self.limits.max_deep_dive_turns, max_context_tokens: None };
         let mut milestones = Milestones {
@@ -277,6 +288,7 @@ impl Evals {
         };
         let (record, result) = run_phases(session.as_mut(), &scenario, budget, &mut milestones).await;
         let exit = session.close().await;
+        reaper::forget(&dir);
         let stderr = exit.stderr_tail.join("\n");
         self.put_artifact(&task.id, agent, "stderr.txt", stderr.into_bytes())
             .await

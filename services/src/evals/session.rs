@@ -72,4 +72,7 @@ pub trait AgentSession: Send {
 
     /// Ends the session: the agent is asked to exit, then its process group is killed.
     async fn close(self: Box<Self>) -> ExitReport;
+
+    /// The process group of the agent's long-lived process, when it has one.
+    fn process_group(&self) -> Option<u32>;
 }

@@ -228,6 +228,10 @@ impl AgentSession for LineSession {
         drop(self.group);
         report
     }
+
+    fn process_group(&self) -> Option<u32> {
+        self.group.id()
+    }
 }
 
 struct PerTurnSession {
@@ -299,5 +303,10 @@ impl AgentSession for PerTurnSession {
 
     async fn close(self: Box<Self>) -> ExitReport {
         self.last_exit.unwrap_or(ExitReport { code: Some(0), stderr_tail: Vec::new() })
+    }
+
+    /// A process lives only for its turn.
+    fn process_group(&self) -> Option<u32> {
+        None
     }
 }
