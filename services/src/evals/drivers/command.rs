@@ -225,7 +225,9 @@ impl AgentSession for LineSession {
             _ => None,
         };
         let report = ExitReport { code, stderr_tail: self.stderr.lines() };
+        // Killed, then reaped: once the session is closed its agent is gone, not dying.
         drop(self.group);
+        let _ = tokio::time::timeout(EXIT_GRACE, self.child.wait()).await;
         report
     }
 
