@@ -165,6 +165,24 @@ async fn a_scenario_task_ranks_the_agent_that_kept_every_fact_first(stack: Stack
     assert!(run["stats"]["compactions"][0]["summary"].as_str().is_some_and(|s| !s.contains("Frankfurt")));
     assert!(run["milestones"]["deep_dive"].is_string() && run["milestones"]["evaluation"].is_string());
     assert_eq!(run["artifacts"]["transcript.txt"], format!("evals/{id}/forgetful/transcript.txt"));
+    let listed = app.client.get(app.at(&format!("/api/v1/artifacts/{id}/list"))).send().await.unwrap();
+    assert_eq!(listed.status(), 401);
+    let (_, listed) = call(&app, &client, "GET", &format!("/api/v1/artifacts/{id}/list"), None).await;
+    let names: Vec<&str> =
+        listed["artifacts"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"transcript.txt") && names.contains(&"events.jsonl"), "{listed}");
+    let transcript =
+        client.get(app.at(&format!("/api/v1/artifacts/{id}/forgetful/transcript.txt"))).send().await.unwrap();
+    assert_eq!(transcript.headers()["content-type"], "text/plain; charset=utf-8");
+    let transcript = transcript.text().await.unwrap();
+    assert!(
+        transcript.contains("USER: The codename is Bluefin.")
+            && transcript.contains("[evaluation] ASSISTANT"),
+        "{transcript}"
+    );
+    let (status, missing) =
+        call(&app, &client, "GET", &format!("/api/v1/artifacts/{id}/forgetful/..%2Fsecret"), None).await;
+    assert_eq!((status, missing["error"].as_str()), (404, Some("Artifact not found")));
     let (_, keeper) = call(&app, &client, "GET", &format!("{path}/agents/keeper/details"), None).await;
     assert_eq!(keeper["scores"]["passed"], true, "{keeper}");
 

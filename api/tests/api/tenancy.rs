@@ -202,6 +202,8 @@ const ROUTES: &[(&str, &str, Access, &str)] = &[
     ("GET", "/api/v1/tasks/{id}/agents/{agent}/details", Owner(Task), ""),
     ("GET", "/api/v1/tasks/{id}/leaderboard", Owner(Task), ""),
     ("GET", "/api/v1/leaderboard", Owner(Resource::None), ""),
+    ("GET", "/api/v1/artifacts/{id}/list", Owner(Task), ""),
+    ("GET", "/api/v1/artifacts/{id}/{agent}/{artifact_name}", Owner(Task), ""),
     // A WebSocket: the upgrade itself is open to anyone (the AUTH-message form authenticates
     // after it; memories_ws.rs covers its tenancy), a plain GET is 401 without a credential.
     ("GET", "/api/v1/sync", Owner(Resource::None), ""),
@@ -404,8 +406,11 @@ fn forged_token(a: &TenantA) -> String {
 }
 
 fn path_for(path: &str, access: Access, a: &TenantA) -> String {
-    let path =
-        path.replace("{user_id}", &a.user_id).replace("{path}", BLOB_PATH).replace("{agent}", "quitter");
+    let path = path
+        .replace("{user_id}", &a.user_id)
+        .replace("{path}", BLOB_PATH)
+        .replace("{agent}", "quitter")
+        .replace("{artifact_name}", "stderr.txt");
     let id = match access {
         Owner(Job) => &a.job,
         Owner(Schedule) => &a.schedule,

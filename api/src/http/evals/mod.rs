@@ -1,9 +1,10 @@
 //! Agent evaluations (Memory-Break) in the original's shapes: tasks (`/api/v1/tasks…`),
-//! their agent runs and per-task leaderboard, and the global leaderboard. Errors are
+//! their agent runs and per-task leaderboard, the global leaderboard, and the runs' artifacts. Errors are
 //! Memory-Break's `{error, detail, status_code, path}`. A task belongs to its creator; the
 //! creator's team sees it too (read only), administrators see every task. API keys need
 //! `evals:rw`.
 
+mod artifacts;
 mod leaderboard;
 mod replies;
 mod tasks;
@@ -29,6 +30,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::agent_details))
         .routes(routes!(leaderboard::task_leaderboard))
         .routes(routes!(leaderboard::global))
+        .routes(routes!(artifacts::list))
+        .routes(routes!(artifacts::get))
         .layer(middleware::from_fn(reshape_errors_by_path))
 }
 
