@@ -317,6 +317,7 @@ async fn cancel_kills_a_running_agent_and_a_hang_ends_in_a_timeout(stack: Stack)
     .await;
     assert_eq!(run["retry_count"], 1);
     assert!(run["error_message"].as_str().unwrap().contains("did not finish a turn within 3 s"), "{run}");
+    assert!(run["artifacts"]["transcript.txt"].is_string(), "a failed run keeps what it recorded: {run}");
     let task = wait_for(&app, &client, &path, Duration::from_secs(10), |t| t["status"] == "done").await;
     assert_eq!(task["status"], "done", "a task ends once its runs have, failed or not");
     let (_, details) = call(&app, &client, "GET", &format!("{path}/agents/hanger/details"), None).await;

@@ -22,7 +22,7 @@ use super::reaper;
 use super::run::{Budget, Phase, RunObserver, RunRecord, run_phases};
 use super::scenario::{self, Scenario};
 use super::score::{parse_rubric, parse_thresholds, score};
-use super::session::TurnOutcome;
+use super::session::{ExitReport, TurnOutcome};
 use super::{Dimension, FieldError};
 
 /// Agents one task may name at most.
@@ -218,36 +218,56 @@ impl Evals {
         }
         self.store.set_task_status(task_id, TaskStatus::Running, None, Utc::now()).await?;
 
-        let end = match self.prepare_and_run(&task, agent, observer).await {
-            Ok((record, exit_code)) => self.finish(&task, agent, record, exit_code).await?,
-            Err(failure) => {
-                let update = RunUpdate {
-                    status: Some(RunStatus::Error),
-                    error_message: Some(failure.clone()),
-                    ..RunUpdate::default()
-                };
-                self.store.update_run(task_id, agent, &update, Utc::now()).await?;
-                RunEnd::Failed(failure)
+        let ran = match task_scenario(&task) {
+            Ok(scenario) => {
+                self.prepare_and_run(&task, &scenario, agent, observer).await.map(|ran| (scenario, ran))
             }
+            Err(failure) => Err(failure),
+        };
+        let end = match ran {
+            Ok((scenario, ran)) => {
+                // What the agent did is kept, whether it got to the end or not.
+                let artifacts = self.put_record(&task.id, agent, &ran.record, &ran.exit.stderr_tail).await?;
+                match ran.result {
+                    Ok(()) => {
+                        self.finish(&task, &scenario, agent, ran.record, ran.exit.code, artifacts).await?
+                    }
+                    Err(failure) => self.fail(task_id, agent, failure, Some(artifacts)).await?,
+                }
+            }
+            Err(failure) => self.fail(task_id, agent, failure, None).await?,
         };
         self.end_task_when_done(task_id).await?;
         Ok(end)
     }
 
+    /// Ends a run that failed with `failure` (`phase: reason`), with what it stored.
+    async fn fail(
+        &self,
+        task_id: &str,
+        agent: &str,
+        failure: String,
+        artifacts: Option<Value>,
+    ) -> Result<RunEnd, StoreError> {
+        let update = RunUpdate {
+            status: Some(RunStatus::Error),
+            error_message: Some(failure.clone()),
+            artifacts,
+            ..RunUpdate::default()
+        };
+        self.store.update_run(task_id, agent, &update, Utc::now()).await?;
+        Ok(RunEnd::Failed(failure))
+    }
+
     /// The run's home and checkout, fresh, with the scenario's files; the session through
-    /// the phases. `Err` is the reason the agent's run failed.
+    /// the phases. `Err` is why no session could run.
     async fn prepare_and_run(
         &self,
         task: &EvalTask,
+        scenario: &Scenario,
         agent: &str,
         observer: &mut dyn RunObserver,
-    ) -> Result<(RunRecord, Option<i32>), String> {
-        let scenario: Scenario = task
-            .spec
-            .scenario
-            .clone()
-            .ok_or("the task has no scenario")
-            .and_then(|s| serde_json::from_value(s).map_err(|_| "the task's scenario does not parse"))?;
+    ) -> Result<Ran, String> {
         let definition =
             self.agents.get(agent).ok_or_else(|| format!("agent {agent} is no longer declared"))?;
         let dir = self.runs_dir.join(&task.id).join(agent);
@@ -286,21 +306,10 @@ impl Evals {
             inner: observer,
             seen: json!({}),
         };
-        let (record, result) = run_phases(session.as_mut(), &scenario, budget, &mut milestones).await;
+        let (record, result) = run_phases(session.as_mut(), scenario, budget, &mut milestones).await;
         let exit = session.close().await;
         reaper::forget(&dir);
-        let stderr = exit.stderr_tail.join("\n");
-        self.put_artifact(&task.id, agent, "stderr.txt", stderr.into_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        match result {
-            Ok(()) => Ok((record, exit.code)),
-            Err(failure) => {
-                // What the agent did before it failed is kept for whoever reads the run.
-                let _ = self.put_record(&task.id, agent, &record).await;
-                Err(failure.to_string())
-            }
-        }
+        Ok(Ran { record, exit, result: result.map_err(|failure| failure.to_string()) })
     }
 
     async fn put_artifact(
@@ -315,17 +324,24 @@ impl Evals {
         Ok(key)
     }
 
-    /// Stores the run's transcript, raw events, compactions and answers; their keys by name.
-    async fn put_record(&self, task_id: &str, agent: &str, record: &RunRecord) -> Result<Value, StoreError> {
+    /// Stores the run's transcript, raw events, stderr, compactions and answers; their keys by name.
+    async fn put_record(
+        &self,
+        task_id: &str,
+        agent: &str,
+        record: &RunRecord,
+        stderr: &[String],
+    ) -> Result<Value, StoreError> {
         let transcript: String = record
             .transcript
             .iter()
             .map(|t| format!("[{}] {}: {}\n=====\n", t.phase.as_str(), t.role.to_uppercase(), t.text))
             .collect();
         let json = |e: serde_json::Error| StoreError::backend("evals", e);
-        let files: [(&str, Vec<u8>); 4] = [
+        let files: [(&str, Vec<u8>); 5] = [
             ("transcript.txt", transcript.into_bytes()),
             ("events.jsonl", record.events.join("\n").into_bytes()),
+            ("stderr.txt", stderr.join("\n").into_bytes()),
             ("compactions.json", serde_json::to_vec_pretty(&record.compactions).map_err(json)?),
             ("answers.json", serde_json::to_vec_pretty(&record.answers).map_err(json)?),
         ];
@@ -336,7 +352,6 @@ impl Evals {
                 Value::String(self.put_artifact(task_id, agent, name, body).await?),
             );
         }
-        keys.insert("stderr.txt".into(), Value::String(format!("evals/{task_id}/{agent}/stderr.txt")));
         Ok(Value::Object(keys))
     }
 
@@ -344,11 +359,12 @@ impl Evals {
     async fn finish(
         &self,
         task: &EvalTask,
+        scenario: &Scenario,
         agent: &str,
         record: RunRecord,
         exit_code: Option<i32>,
+        artifacts: Value,
     ) -> Result<RunEnd, EvalsError> {
-        let artifacts = self.put_record(&task.id, agent, &record).await?;
         let stats = json!({
             "turns": record.turns,
             "deep_dive_iterations": record.deep_dive_turns,
@@ -371,7 +387,7 @@ impl Evals {
         if self.store.update_run(&task.id, agent, &done, Utc::now()).await?.is_none() {
             return Ok(RunEnd::AlreadyEnded);
         }
-        let judgement = self.judge(task, &record).await;
+        let judgement = self.judge(task, scenario, &record).await;
         let (stored, end) = match &judgement {
             Judgement::Scored(verdict) => {
                 let thresholds: BTreeMap<Dimension, f64> = task
@@ -400,13 +416,8 @@ impl Evals {
         Ok(end)
     }
 
-    async fn judge(&self, task: &EvalTask, record: &RunRecord) -> Judgement {
+    async fn judge(&self, task: &EvalTask, scenario: &Scenario, record: &RunRecord) -> Judgement {
         let rubric: Vec<Dimension> = task.spec.rubric.iter().filter_map(|c| Dimension::parse(c)).collect();
-        let scenario: Option<Scenario> =
-            task.spec.scenario.clone().and_then(|s| serde_json::from_value(s).ok());
-        let Some(scenario) = scenario else {
-            return Judgement::Unscored { reason: "the task's scenario does not parse".into() };
-        };
         match &self.judge {
             Some(judge) => judge.judge(&rubric, &scenario.probes, &record.answers).await,
             None => judge_deterministically(&rubric, &scenario.probes, &record.answers),
@@ -421,6 +432,19 @@ impl Evals {
         }
         Ok(())
     }
+}
+
+/// The scenario a task's runs follow, as it was stored.
+fn task_scenario(task: &EvalTask) -> Result<Scenario, String> {
+    let stored = task.spec.scenario.clone().ok_or("init: the task has no scenario")?;
+    serde_json::from_value(stored).map_err(|e| format!("init: the task's scenario does not parse: {e}"))
+}
+
+/// A session that ran: what it recorded, how the agent exited, and whether it got to the end.
+struct Ran {
+    record: RunRecord,
+    exit: ExitReport,
+    result: Result<(), String>,
 }
 
 /// Records each phase's start in the run's milestones, then tells the job's observer.

@@ -14,42 +14,36 @@ use super::memories::new_memory_id;
 use super::millis::{from_millis, to_millis};
 use crate::error::{StoreError, StoreResult};
 
-macro_rules! status_enum {
-    ($(#[$meta:meta])* $ty:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $ty { $($variant),+ }
-
-        impl $ty {
-            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $($ty::$variant => $text),+ }
-            }
-
-            pub fn parse(text: &str) -> Option<Self> {
-                match text { $($text => Some($ty::$variant),)+ _ => None }
-            }
-        }
-    };
+/// Where a task stands: `queued → running → judging → done | error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskStatus {
+    Queued,
+    Running,
+    Judging,
+    Done,
+    Error,
 }
 
-status_enum!(
-    /// Where a task stands: `queued → running → judging → done | error`.
-    TaskStatus { Queued => "queued", Running => "running", Judging => "judging", Done => "done", Error => "error" }
-);
+/// Where one agent's run stands: `queued → running → memory_only → evaluating → done | error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunStatus {
+    Queued,
+    Running,
+    MemoryOnly,
+    Evaluating,
+    Done,
+    Error,
+}
 
-status_enum!(
-    /// Where one agent's run stands: `queued → running → memory_only → evaluating → done | error`.
-    RunStatus {
-        Queued => "queued",
-        Running => "running",
-        MemoryOnly => "memory_only",
-        Evaluating => "evaluating",
-        Done => "done",
-        Error => "error",
-    }
-);
+text_enum!(TaskStatus { Queued => "queued", Running => "running", Judging => "judging", Done => "done", Error => "error" });
+text_enum!(RunStatus {
+    Queued => "queued",
+    Running => "running",
+    MemoryOnly => "memory_only",
+    Evaluating => "evaluating",
+    Done => "done",
+    Error => "error",
+});
 
 impl TaskStatus {
     pub fn is_final(self) -> bool {

@@ -17,6 +17,23 @@ macro_rules! pooled_store {
     };
 }
 
+/// `ALL`, `as_str` and `parse` for an enum stored as text: each variant and its spelling.
+macro_rules! text_enum {
+    ($ty:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $ty {
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $text),+ }
+            }
+
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some($ty::$variant),)+ _ => None }
+            }
+        }
+    };
+}
+
 mod blob_index;
 mod evals;
 mod federation;

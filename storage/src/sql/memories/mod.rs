@@ -61,22 +61,6 @@ pub enum MemoryScope {
     Conversation,
 }
 
-macro_rules! text_enum {
-    ($ty:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
-        impl $ty {
-            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $($ty::$variant => $text),+ }
-            }
-
-            pub fn parse(text: &str) -> Option<Self> {
-                match text { $($text => Some($ty::$variant),)+ _ => None }
-            }
-        }
-    };
-}
-
 text_enum!(MemoryType { Preference => "preference", Fact => "fact", Task => "task", Project => "project", Meta => "meta" });
 text_enum!(MemoryScope { UserGlobal => "user_global", Session => "session", Site => "site", Conversation => "conversation" });
 
